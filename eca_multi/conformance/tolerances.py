@@ -1,0 +1,104 @@
+"""The one tolerance table: how far a backend may be from the float64 reference, and why.
+
+A check passes when, elementwise, ``|got - ref| <= atol + rtol * |ref|``. For gradients ``atol`` is
+scaled by ``max |ref|`` of that tensor (a gradient's size depends on the case; "relative" means
+relative to the tensor's magnitude, so sums that cancel to ~0 are not held to an impossible bound).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["TOLERANCES", "Tolerance", "compare", "describe_failure", "tolerance"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+    scale_atol: bool  # multiply atol by max|ref| (gradients)
+    reason: str
+
+
+# (dtype, kind) -> tolerance; kind is "forward" (y) or "grad" (dx, dw)
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("float32", "forward"): Tolerance(
+        2e-6, 2e-6, False,
+        "float32 rounding in mean, k-tap sum, gate and multiply; measured <= ~1e-6 everywhere",
+    ),
+    ("float32", "grad"): Tolerance(
+        1e-5, 1e-5, True,
+        "float32 sums over N*C*spatial terms for dw and over spatial for dx; measured ~1e-6 rel",
+    ),
+    ("bfloat16", "forward"): Tolerance(
+        1e-5, 1e-2, False,
+        "bf16 keeps 8 significant bits: the gate and the product are each rounded (2 x 2^-9)",
+    ),
+    ("bfloat16", "grad"): Tolerance(
+        2e-2, 2e-2, True,
+        "bf16 upstream gradient and products; dw sums bf16-rounded terms",
+    ),
+    ("float16", "forward"): Tolerance(
+        1e-6, 2e-3, False,
+        "fp16 keeps 11 significant bits: the gate and the product are each rounded (2 x 2^-12)",
+    ),
+    ("float16", "grad"): Tolerance(
+        3e-3, 3e-3, True,
+        "fp16 upstream gradient and products; dw sums fp16-rounded terms",
+    ),
+}
+
+
+def tolerance(dtype: str, kind: str) -> Tolerance:
+    try:
+        return TOLERANCES[(dtype, kind)]
+    except KeyError:
+        raise KeyError(f"no tolerance for dtype {dtype!r}, kind {kind!r}") from None
+
+
+def compare(got: np.ndarray, ref: np.ndarray, dtype: str, kind: str) -> dict:
+    """Compare ``got`` to ``ref`` under the table; returns the numbers a report needs.
+
+    Returns a dict with ``ok``, ``max_abs``, ``max_rel`` (over |ref| > 0), ``ratio`` (worst
+    ``|got - ref| / allowed``, <= 1 passes), ``atol`` (effective) and ``rtol``; a shape mismatch
+    or a NaN where the reference has none fails with ``ratio = inf``.
+    """
+    tol = tolerance(dtype, kind)
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    scale = float(np.abs(ref).max()) if (tol.scale_atol and ref.size) else 1.0
+    atol = tol.atol * (scale if scale > 0 else 1.0)
+    out = {"atol": atol, "rtol": tol.rtol, "max_abs": 0.0, "max_rel": 0.0, "ratio": 0.0}
+    if got.shape != ref.shape:
+        return {**out, "ok": False, "ratio": float("inf"),
+                "error": f"shape {got.shape} != reference {ref.shape}"}
+    if ref.size == 0:
+        return {**out, "ok": True}
+    nan_ref, nan_got = np.isnan(ref), np.isnan(got)
+    if (nan_ref != nan_got).any():
+        return {**out, "ok": False, "ratio": float("inf"), "max_abs": float("nan"),
+                "error": f"{int((nan_ref != nan_got).sum())} NaN positions differ"}
+    finite = ~nan_ref
+    err = np.abs(got - ref)[finite]
+    r = np.abs(ref)[finite]
+    allowed = atol + tol.rtol * r
+    nz = r > 0
+    out.update(
+        max_abs=float(err.max(initial=0.0)),
+        max_rel=float((err[nz] / r[nz]).max(initial=0.0)),
+        ratio=float((err / allowed).max(initial=0.0)),
+    )
+    out["ok"] = bool(out["ratio"] <= 1.0)
+    return out
+
+
+def describe_failure(backend: str, case: str, tensor: str, result: dict) -> str:
+    """One line in the house format: what failed and by how much."""
+    extra = f" ({result['error']})" if result.get("error") else ""
+    return (
+        f"{backend}/{case}/{tensor}: max_abs={result['max_abs']:.2e} max_rel={result['max_rel']:.2e}"
+        f" > atol={result['atol']:.1e} + rtol={result['rtol']:.0e}*|ref| "
+        f"(worst ratio {result['ratio']:.2f}){extra}"
+    )

@@ -1,0 +1,61 @@
+"""Canonical schemas (name -> shape, layout) and the strict state check every adapter uses."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from ..spec import ECAConfig
+from .layouts import Layout
+
+__all__ = ["WeightMismatchError", "check_state", "eca_schema"]
+
+
+class WeightMismatchError(ValueError):
+    """Canonical weights do not fit a model: lists every missing, unexpected and mis-shaped key."""
+
+    def __init__(self, missing, unexpected, mismatched, where: str = "model") -> None:
+        self.missing = sorted(missing)
+        self.unexpected = sorted(unexpected)
+        self.mismatched = dict(sorted(mismatched.items()))
+        lines = [f"weights do not fit the {where}:"]
+        if self.missing:
+            lines.append(f"  missing keys ({len(self.missing)}): {', '.join(self.missing)}")
+        if self.unexpected:
+            lines.append(f"  unexpected keys ({len(self.unexpected)}): {', '.join(self.unexpected)}")
+        for name, (want, got) in self.mismatched.items():
+            lines.append(f"  shape mismatch for {name}: expected {want}, got {got}")
+        super().__init__("\n".join(lines))
+
+
+def eca_schema(config: ECAConfig, prefix: str = "") -> dict[str, tuple[tuple[int, ...], Layout]]:
+    """Canonical names, shapes and layouts of one ECA block's weights."""
+    return {f"{prefix}conv.weight": (config.weight_shape, Layout.CONV1D)}
+
+
+def check_state(
+    schema: Mapping[str, tuple[tuple[int, ...], Layout]],
+    state: Mapping[str, np.ndarray],
+    *,
+    strict: bool = True,
+    where: str = "model",
+) -> None:
+    """Raise one :class:`WeightMismatchError` naming every problem of ``state`` against ``schema``.
+
+    Shapes are always checked (a kernel of another size is an error: k is read from the weight's
+    shape and must match the model's spec). With ``strict=False`` missing and unexpected keys are
+    tolerated.
+    """
+    missing = [n for n in schema if n not in state]
+    unexpected = [n for n in state if n not in schema]
+    mismatched = {
+        n: (tuple(schema[n][0]), tuple(np.shape(state[n])))
+        for n in schema
+        if n in state and tuple(np.shape(state[n])) != tuple(schema[n][0])
+    }
+    if mismatched or (strict and (missing or unexpected)):
+        raise WeightMismatchError(missing, unexpected if strict else [], mismatched, where)
+    for name, arr in state.items():
+        if name in schema and not np.issubdtype(np.asarray(arr).dtype, np.floating):
+            raise TypeError(f"weight {name} must be floating point, got {np.asarray(arr).dtype}")
