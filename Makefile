@@ -1,0 +1,38 @@
+# The two commands (README): `make conformance` runs the backend x case matrix, `make test` runs
+# the tests. Both build .venv from requirements-ci.txt + pyproject.toml on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.eca-multi-installed
+# keep framework caches inside the work tree, never in the home folder
+export KERAS_HOME := $(CURDIR)/.cache/keras
+export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
+export XDG_CACHE_HOME := $(CURDIR)/.cache/xdg
+export MPLCONFIGDIR := $(CURDIR)/.cache/mpl
+export TMPDIR := $(CURDIR)/.cache/tmp
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: conformance test lint env clean
+
+$(STAMP): pyproject.toml requirements-ci.txt
+	@mkdir -p $(TMPDIR)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch is pinned in the same pip command as the extras (requirements-ci.txt)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements-ci.txt -e ".[all,test]"
+	@touch $(STAMP)
+
+env: $(STAMP)
+
+conformance: $(STAMP)
+	@mkdir -p $(TMPDIR)
+	$(BIN)/eca-multi conformance
+
+test: $(STAMP)
+	@mkdir -p $(TMPDIR)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .hypothesis

@@ -1,0 +1,96 @@
+"""The ``eca-multi`` command line (thin: the work lives in the library).
+
+    eca-multi conformance [--backends torch,keras-jax,...] [--cases ...] [--json PATH]
+    eca-multi goldens [--check] [--force]
+    eca-multi kernel-size C [--gamma 2] [--b 1] [--min 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _conformance(a: argparse.Namespace) -> int:
+    from .conformance.backends import resolve_backends
+    from .conformance.cases import get_case
+    from .conformance.generate import check_goldens
+    from .conformance.runner import format_matrix, grad_summary, run_matrix, summarize
+    from .weights.io import atomic_write_bytes
+
+    try:
+        backends = resolve_backends(a.backends)
+        cases = [get_case(c) for c in a.cases.split(",")] if a.cases else None
+    except (ValueError, KeyError) as e:
+        print(f"eca-multi conformance: {e}", file=sys.stderr)
+        return 2
+    problems = check_goldens(a.goldens) if a.goldens is None else []
+    for line in problems:
+        print(f"golden problem: {line}")
+    print(f"running {len(backends)} backends ({', '.join(b.name for b in backends)}) ...",
+          flush=True)
+    data = run_matrix(backends, cases, a.goldens, jobs=a.jobs)
+    print(format_matrix(data, backends, cases))
+    print()
+    print(grad_summary(data, backends))
+    ok, lines = summarize(data, backends)
+    ok = ok and not problems
+    for line in lines:
+        print(line)
+    n = len(data["results"])
+    bad = sum(not r.get("ok") for r in data["results"])
+    print(f"\nconformance: {n - bad} passed, {bad} failed ({len(backends)} backends)")
+    if a.json:
+        payload = json.dumps({**data, "ok": ok, "golden_problems": problems}, indent=1)
+        atomic_write_bytes(a.json, payload.encode(), overwrite=True)
+        print(f"results written to {a.json}")
+    return 0 if ok else 1
+
+
+def _goldens(a: argparse.Namespace) -> int:
+    from .conformance.generate import main as gen_main
+
+    return gen_main((["--check"] if a.check else []) + (["--force"] if a.force else []))
+
+
+def _kernel_size(a: argparse.Namespace) -> int:
+    from .spec import kernel_size
+
+    print(kernel_size(a.channels, a.gamma, a.b, a.min))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eca-multi", description="ECA in PyTorch, Keras 3 and Flax")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("conformance", help="run the backend x case conformance matrix")
+    c.add_argument("--backends", default=None, help="comma-separated names (default: all)")
+    c.add_argument("--cases", default=None, help="comma-separated case ids (default: all)")
+    c.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    c.add_argument("--jobs", type=int, default=2, help="worker processes at once (default 2)")
+    c.add_argument("--goldens", default=None, help=argparse.SUPPRESS)
+    c.set_defaults(func=_conformance)
+    g = sub.add_parser("goldens", help="verify (--check) or regenerate the conformance goldens")
+    g.add_argument("--check", action="store_true")
+    g.add_argument("--force", action="store_true")
+    g.set_defaults(func=_goldens)
+    k = sub.add_parser("kernel-size", help="the paper's kernel size for C channels")
+    k.add_argument("channels", type=int)
+    k.add_argument("--gamma", type=float, default=2)
+    k.add_argument("--b", type=float, default=1)
+    k.add_argument("--min", type=int, default=1)
+    k.set_defaults(func=_kernel_size)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    return a.func(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Run the conformance matrix: one worker subprocess per process group, then a backend x case table.
+
+Used by ``eca-multi conformance`` and by the pytest conformance test. Each group (torch, one per
+Keras backend, flax) runs in its own process with its environment (KERAS_BACKEND), so the Keras
+backends never share a process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .backends import Backend
+from .cases import CASES
+from .tolerances import describe_failure, tolerance
+
+__all__ = ["format_matrix", "run_group", "run_matrix", "summarize"]
+
+SHORT = {
+    "torch": "torch",
+    "torch-compile": "t.compile",
+    "keras-tensorflow": "k.tf",
+    "keras-tensorflow-jit": "k.tf.jit",
+    "keras-jax": "k.jax",
+    "keras-jax-jit": "k.jax.jit",
+    "keras-torch": "k.torch",
+    "flax-nnx": "nnx",
+    "flax-nnx-jit": "nnx.jit",
+    "flax-linen": "linen",
+}
+
+
+def run_group(
+    backends: list[Backend],
+    cases=None,
+    goldens_dir: str | None = None,
+    timeout: float = 1800,
+) -> dict:
+    """Run one process group's backends in a fresh interpreter; returns the worker's JSON."""
+    env = {**os.environ, **backends[0].env}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory(prefix="eca-conformance-") as tmp:
+        out = Path(tmp) / "results.json"
+        cmd = [sys.executable, "-m", "eca_multi.conformance.worker",
+               "--backends", ",".join(b.name for b in backends), "--json", str(out)]
+        if cases is not None:
+            cmd += ["--cases", ",".join(c.id for c in cases)]
+        if goldens_dir is not None:
+            cmd += ["--goldens", str(goldens_dir)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0 or not out.exists():
+            tail = (proc.stdout + proc.stderr)[-3000:]
+            msg = f"worker for {backends[0].group} exited {proc.returncode}: {tail}"
+            cs = cases if cases is not None else CASES
+            return {"results": [{"backend": b.name, "case": c.id, "status": "error", "ok": False,
+                                 "error": msg} for b in backends for c in cs], "env": {}}
+        return json.loads(out.read_text())
+
+
+def run_matrix(backends: list[Backend], cases=None, goldens_dir=None, jobs: int = 2) -> dict:
+    """Run every group (``jobs`` subprocesses at once); returns {"results": [...], "env": {...}}."""
+    groups: dict[str, list[Backend]] = {}
+    for b in backends:
+        groups.setdefault(b.group, []).append(b)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outs = list(pool.map(lambda g: run_group(g, cases, goldens_dir), groups.values()))
+    results, env = [], {}
+    for o in outs:
+        results += o["results"]
+        env.update(o.get("env", {}))
+    order = {b.name: i for i, b in enumerate(backends)}
+    results.sort(key=lambda r: order[r["backend"]])
+    return {"results": results, "env": env}
+
+
+def _cell(rec: dict | None) -> str:
+    if rec is None:
+        return "-"
+    if rec.get("status") == "missing":
+        return "MISSING"
+    if rec.get("status") != "ran":
+        return "ERROR"
+    mark = "" if rec["ok"] else " FAIL"
+    return f"{rec['checks']['y']['max_abs']:.1e}{mark}"
+
+
+def format_matrix(data: dict, backends: list[Backend], cases=None) -> str:
+    """A case x backend table of forward max abs error (FAIL marks any failed check)."""
+    cases = list(cases if cases is not None else CASES)
+    by = {(r["backend"], r["case"]): r for r in data["results"]}
+    names = [b.name for b in backends]
+    heads = [SHORT.get(n, n) for n in names]
+    w0 = max(len(c.id) for c in cases) + 1
+    widths = [max(len(h), 12) for h in heads]
+    tol_head = "fwd tol"
+    lines = [
+        "Forward max |out - ref| vs the float64 reference (FAIL = y, dx, dw or dtype check failed)",
+        "case".ljust(w0) + tol_head.ljust(14) + " ".join(h.rjust(w) for h, w in zip(heads, widths)),
+    ]
+    for c in cases:
+        t = tolerance(c.dtype, "forward")
+        row = c.id.ljust(w0) + f"{t.atol:.0e}+{t.rtol:.0e}r".ljust(14)
+        row += " ".join(_cell(by.get((n, c.id))).rjust(w) for n, w in zip(names, widths))
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def summarize(data: dict, backends: list[Backend]) -> tuple[bool, list[str]]:
+    """(all passed, failure lines in the house format)."""
+    lines, ok = [], True
+    missing = set()
+    for r in data["results"]:
+        if r.get("ok"):
+            continue
+        ok = False
+        if r.get("status") == "missing":
+            missing.add((r["backend"], r.get("error", "")))
+        elif r.get("status") != "ran":
+            lines.append(f"{r['backend']}/{r['case']}: {r.get('error', 'error')}")
+        else:
+            for name, chk in r["checks"].items():
+                if chk["ok"]:
+                    continue
+                if name.endswith("_dtype"):
+                    lines.append(f"{r['backend']}/{r['case']}/{name}: got {chk['got']}, "
+                                 f"want {chk['want']}")
+                else:
+                    lines.append(describe_failure(r["backend"], r["case"], name, chk))
+    for name, err in sorted(missing):
+        lines.append(f"{name}: MISSING ({err})")
+    ran = {r["backend"] for r in data["results"]}
+    for b in backends:
+        if b.name not in ran:
+            ok = False
+            lines.append(f"{b.name}: no results")
+    return ok, lines
+
+
+def grad_summary(data: dict, backends: list[Backend]) -> str:
+    """Worst gradient error per backend, relative to max |ref| (float32 cases)."""
+    lines = ["Worst float32 gradient error per backend (max |got - ref| / max |ref|):"]
+    for b in backends:
+        worst = 0.0
+        for r in data["results"]:
+            if r["backend"] != b.name or r.get("status") != "ran" or r.get("dtype") != "float32":
+                continue
+            for name in ("dx", "dw"):
+                chk = r["checks"][name]
+                scale = chk["atol"] / tolerance("float32", "grad").atol
+                worst = max(worst, chk["max_abs"] / scale if scale else 0.0)
+        lines.append(f"  {b.name:<22} {worst:.1e}")
+    return "\n".join(lines)

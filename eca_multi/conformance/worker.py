@@ -1,0 +1,90 @@
+"""Run conformance cases for backends of one process group and write the results as JSON.
+
+Started by the runner, one subprocess per framework / Keras backend (Keras picks its backend at
+import)::
+
+    python -m eca_multi.conformance.worker --backends torch,torch-compile --json out.json
+
+For each backend x case the adapter's outputs are compared with the committed goldens under the
+tolerance table (y: forward, dx / dw: grad) and the output dtypes are checked. A backend whose
+adapter cannot be imported is reported as ``missing``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+
+from .backends import resolve_backends
+from .cases import CASES, get_case
+from .generate import load_golden
+from .tolerances import compare
+
+__all__ = ["check_outputs", "run_backend"]
+
+CHECKS = (("y", "forward"), ("dx", "grad"), ("dw", "grad"))
+
+
+def check_outputs(case, golden: dict, out: dict) -> dict:
+    """Compare one adapter result with the golden; returns per-tensor numbers and ``ok``."""
+    checks = {name: compare(out[name], golden[name], case.dtype, kind) for name, kind in CHECKS}
+    for key in ("y_dtype", "dx_dtype"):
+        got = out.get(key)
+        checks[key] = {"ok": got == case.dtype, "got": got, "want": case.dtype}
+    return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
+
+
+def run_backend(backend, cases, goldens_dir=None) -> tuple[list[dict], dict]:
+    """All cases of one backend; never raises for a failing case (it becomes a failed record)."""
+    base = {"backend": backend.name}
+    try:
+        adapter = importlib.import_module(backend.module)
+    except ImportError as e:
+        msg = f"cannot import {backend.module}: {e}"
+        return [{**base, "case": c.id, "status": "missing", "ok": False, "error": msg}
+                for c in cases], {"error": msg}
+    env = adapter.setup()
+    records = []
+    for case in cases:
+        t0 = time.perf_counter()
+        rec = {**base, "case": case.id, "dtype": case.dtype}
+        try:
+            golden = load_golden(case.id, goldens_dir)
+            out = adapter.run_case(backend.variant, case, golden)
+            rec.update(check_outputs(case, golden, out), status="ran")
+        except Exception as e:  # a crash in one case is that case's failure
+            rec.update(status="error", ok=False, error=f"{type(e).__name__}: {e}",
+                       traceback=traceback.format_exc(limit=8))
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+        records.append(rec)
+    return records, env
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eca_multi.conformance.worker")
+    p.add_argument("--backends", required=True, help="comma-separated backend names")
+    p.add_argument("--cases", default=None, help="comma-separated case ids (default: all)")
+    p.add_argument("--goldens", default=None, help="goldens folder (default: the committed one)")
+    p.add_argument("--json", required=True, help="where to write the results")
+    a = p.parse_args(argv)
+    cases = [get_case(c) for c in a.cases.split(",")] if a.cases else list(CASES)
+    results, envs = [], {}
+    for backend in resolve_backends(a.backends):
+        records, env = run_backend(backend, cases, a.goldens)
+        results += records
+        envs[backend.name] = env
+    envs["python"] = platform.python_version()
+    envs["KERAS_BACKEND"] = os.environ.get("KERAS_BACKEND", "")
+    with open(a.json, "w") as f:
+        json.dump({"results": results, "env": envs}, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The ECA block as a ``torch.nn.Module`` (Wang et al., CVPR 2020, https://arxiv.org/abs/1910.03151).
+
+The one parameter is ``conv.weight`` of shape (1, 1, k): the key and layout of the official ECA-Net
+``eca_layer`` and of timm's ``EcaModule`` / ``CecaModule``, so their state dicts load unchanged with
+``load_state_dict``. Argument checks, the kernel-size rule and the repr come from
+:mod:`eca_multi.spec`; this file only holds the parameter and the forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..spec import ECAConfig, check_input, make_config, padded_channel_index
+
+__all__ = ["ECA"]
+
+
+def _full_precision(device: torch.device):
+    """A context with autocast off on ``device``: the attention path must not run in bf16/fp16."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()  # e.g. "meta": no autocast there to turn off
+
+
+class ECA(nn.Module):
+    """Efficient Channel Attention: a k-tap 1-D convolution across the pooled channel vector.
+
+    Args:
+        channels: channel count C; with ``kernel_size=None`` it sets k by the paper's rule. None
+            (with an explicit ``kernel_size``) accepts any C at call time.
+        kernel_size: odd k; wins over the rule (the official checkpoints pass k per stage).
+        gamma: the rule's gamma (paper: 2).
+        b: the rule's b (paper: 1).
+        min_kernel_size: smallest k the rule returns (timm's ``EcaModule`` is 3).
+        padding: "zeros" (the paper) or "circular" (timm's ``CecaModule``; defined for k > C).
+        gate: "sigmoid" or "hard_sigmoid" (``relu6(z + 3) / 6``).
+        data_format: "channels_first" (N, C, *spatial) or "channels_last" (N, *spatial, C).
+        device: device of the weight (torch factory keyword).
+        dtype: dtype of the weight (torch factory keyword); the attention path runs in at least
+            float32 whatever the weight and input dtypes.
+
+    Input shape:
+        (N, C, *spatial) or (N, *spatial, C) with 1 to 3 (or more) spatial axes, floating point.
+
+    Output shape:
+        The input's shape and dtype.
+
+    Example:
+        >>> layer = ECA(channels=64)  # k = 3 by the paper's rule
+        >>> layer(torch.randn(2, 64, 7, 7)).shape
+        torch.Size([2, 64, 7, 7])
+        >>> list(layer.state_dict())
+        ['conv.weight']
+    """
+
+    def __init__(
+        self,
+        channels: int | None = None,
+        kernel_size: int | None = None,
+        gamma: float = 2,
+        b: float = 1,
+        min_kernel_size: int = 1,
+        padding: str = "zeros",
+        gate: str = "sigmoid",
+        data_format: str = "channels_first",
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.config: ECAConfig = make_config(
+            channels, kernel_size, gamma, b, min_kernel_size, padding, gate, data_format
+        )
+        k = self.config.kernel_size
+        # torch's Conv1d init is uniform(-1/sqrt(k), 1/sqrt(k)), the init every backend uses
+        self.conv = nn.Conv1d(1, 1, k, bias=False, device=device, dtype=dtype)
+        if padding == "circular" and channels is not None:
+            # index buffer, not a weight: non-persistent so state_dict stays {"conv.weight"}
+            index = torch.as_tensor(padded_channel_index(channels, k), device=device)
+            self.register_buffer("channel_index", index, persistent=False)
+        else:
+            self.channel_index = None
+
+    def _index(self, c: int, device: torch.device) -> torch.Tensor:
+        if self.channel_index is not None:
+            return self.channel_index
+        return torch.as_tensor(padded_channel_index(c, self.config.kernel_size), device=device)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate s of shape (N, C), in float32 (float64 for float64 inputs or weights)."""
+        cfg, w = self.config, self.conv.weight
+        acc = torch.promote_types(torch.promote_types(x.dtype, w.dtype), torch.float32)
+        with _full_precision(x.device):
+            y = x.mean(dim=cfg.spatial_axes(x.ndim), dtype=acc).unsqueeze(1)  # (N, 1, C)
+            if cfg.padding == "circular":
+                y = y.index_select(2, self._index(y.shape[2], y.device))
+            z = F.conv1d(y, w.to(acc), padding=cfg.pad if cfg.padding == "zeros" else 0)
+            z = z.squeeze(1)  # cross-correlation, no flip, no bias: (N, C)
+            return torch.sigmoid(z) if cfg.gate == "sigmoid" else F.relu6(z + 3.0) / 6.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        check_input(
+            cfg, tuple(x.shape), is_floating=x.is_floating_point(), dtype=str(x.dtype),
+            backend="torch",
+        )
+        s = self.attention(x).to(x.dtype)
+        shape = [1] * x.ndim
+        shape[0], shape[cfg.channel_axis(x.ndim)] = s.shape  # broadcast over the spatial axes
+        return x * s.reshape(shape)
+
+    def __repr__(self) -> str:
+        return self.config.describe(type(self).__name__)

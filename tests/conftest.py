@@ -1,0 +1,92 @@
+"""Test setup shared by every backend: caches under a temp folder, tests/ importable, options.
+
+Environment (set before any framework import): KERAS_HOME, TORCHINDUCTOR_CACHE_DIR, TMPDIR and
+friends point into a folder of this run so nothing is written to the home folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+_SCRATCH = Path(os.environ.get("ECA_MULTI_SCRATCH") or tempfile.mkdtemp(prefix="eca-multi-tests-"))
+for _var, _sub in (
+    ("KERAS_HOME", "keras"),
+    ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
+    ("TRITON_CACHE_DIR", "triton"),
+    ("XDG_CACHE_HOME", "cache"),
+    ("MPLCONFIGDIR", "mpl"),
+    ("TMPDIR", "tmp"),
+):
+    os.environ.setdefault(_var, str(_SCRATCH / _sub))
+    Path(os.environ[_var]).mkdir(parents=True, exist_ok=True)
+os.environ["ECA_MULTI_SCRATCH"] = str(_SCRATCH)
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+tempfile.tempdir = os.environ["TMPDIR"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# torch must be imported before TensorFlow in a process that holds both (see FACTS).
+try:
+    import torch  # noqa: F401
+except ImportError:
+    pass
+
+import pytest  # noqa: E402
+
+
+def _truthy(v: str | None) -> bool:
+    return (v or "").strip().lower() not in ("", "0", "false", "no")
+
+
+REQUIRE_ALL = _truthy(os.environ.get("CI")) or _truthy(os.environ.get("ECA_MULTI_REQUIRE_ALL"))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--backends",
+        default=os.environ.get("ECA_MULTI_BACKENDS", "all"),
+        help="conformance backends, comma-separated (env ECA_MULTI_BACKENDS; default all)",
+    )
+
+
+def pytest_configure(config):
+    from eca_multi.conformance.backends import resolve_backends
+
+    try:
+        config.eca_backends = resolve_backends(config.getoption("--backends"))
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+def _skip_to_failure(report) -> None:
+    """In CI (CI=true or ECA_MULTI_REQUIRE_ALL=1) a skipped backend is a failure."""
+    if REQUIRE_ALL and report.skipped:
+        reason = str(report.longrepr)
+        if "could not import" in reason or "backend missing" in reason:
+            report.outcome = "failed"
+            report.longrepr = f"skipped backend is a failure in CI: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _skip_to_failure(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _skip_to_failure(outcome.get_result())
+
+
+def require_backend(module: str):
+    """Import a framework, skipping locally and failing in CI when it is not installed."""
+    if REQUIRE_ALL:
+        import importlib
+
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"backend missing: {module} not installed")
