@@ -57,5 +57,7 @@ def check_state(
     if mismatched or (strict and (missing or unexpected)):
         raise WeightMismatchError(missing, unexpected if strict else [], mismatched, where)
     for name, arr in state.items():
+        if name.endswith("num_batches_tracked"):  # torch BatchNorm's int64 step counter
+            continue
         if name in schema and not np.issubdtype(np.asarray(arr).dtype, np.floating):
             raise TypeError(f"weight {name} must be floating point, got {np.asarray(arr).dtype}")

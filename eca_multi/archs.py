@@ -1,0 +1,339 @@
+"""Framework-free architecture tables for the ECA model zoo, and their canonical weight schemas.
+
+Two families:
+
+* the official ECA-Net code (Wang et al., https://github.com/BangguWu/ECANet): torchvision-style
+  ResNets with ECA after the block's last BatchNorm (key ``layerX.Y.eca.conv.weight``) and
+  ECA-MobileNetV2 (ECA last in each inverted residual's ``conv`` Sequential), per-stage kernel
+  sizes as published (they do NOT follow the paper's rule);
+* timm's ECA-ResNets (``timm.models.resnet``): Bottleneck blocks, deep / tiered stems, average-pool
+  downsample, ECA as the block's ``se`` attribute with timm's kernel rule (min 3).
+
+Every framework builds its models by walking the same plans (:func:`resnet_blocks`,
+:func:`mobilenet_v2_blocks`) so names, shapes and kernel sizes agree by construction. Canonical
+names are torch ``state_dict`` keys (the official code's, or timm's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .spec import kernel_size as rule_kernel_size
+from .weights.layouts import Layout
+
+__all__ = [
+    "ARCHS",
+    "BlockPlan",
+    "InvertedResidualPlan",
+    "MobileNetV2Arch",
+    "ResNetArch",
+    "get_arch",
+    "kernel_sizes_from_state",
+    "mobilenet_v2_blocks",
+    "resnet_blocks",
+    "schema",
+    "stem_plan",
+]
+
+
+@dataclass(frozen=True)
+class ResNetArch:
+    """A ResNet with ECA. ``kernel_sizes`` per stage (official) or None for timm's rule (min 3)."""
+
+    name: str
+    family: str  # "official" or "timm"
+    block: str  # "basic" or "bottleneck"
+    layers: tuple[int, ...]
+    kernel_sizes: tuple[int, ...] | None
+    stem: str = "plain"  # "plain" (7x7), "deep" (3 x 3x3), "deep_tiered"
+    stem_width: int = 64
+    avg_down: bool = False
+    eca_attr: str = "eca"  # "eca" (official) or "se" (timm)
+    num_classes: int = 1000
+
+    @property
+    def expansion(self) -> int:
+        return 4 if self.block == "bottleneck" else 1
+
+
+@dataclass(frozen=True)
+class MobileNetV2Arch:
+    """The official ECA-MobileNetV2: k = 1 where the block's output channels <= 96, else 3."""
+
+    name: str
+    family: str = "official"
+    setting: tuple[tuple[int, int, int, int], ...] = (
+        (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+        (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+    )  # (expand t, out c, repeats n, stride s)
+    small_k: int = 1
+    large_k: int = 3
+    k_threshold: int = 96
+    input_channel: int = 32
+    last_channel: int = 1280
+    dropout: float = 0.25
+    num_classes: int = 1000
+
+
+_OFF, _TIMM = "official", "timm"
+ARCHS: dict[str, ResNetArch | MobileNetV2Arch] = {
+    a.name: a
+    for a in (
+        # official: published per-stage k (k3557 for ResNet-50 etc.)
+        ResNetArch("eca_resnet18", _OFF, "basic", (2, 2, 2, 2), (3, 5, 7, 7)),
+        ResNetArch("eca_resnet34", _OFF, "basic", (3, 4, 6, 3), (3, 3, 5, 7)),
+        ResNetArch("eca_resnet50", _OFF, "bottleneck", (3, 4, 6, 3), (3, 5, 5, 7)),
+        ResNetArch("eca_resnet101", _OFF, "bottleneck", (3, 4, 23, 3), (3, 3, 5, 7)),
+        ResNetArch("eca_resnet152", _OFF, "bottleneck", (3, 8, 36, 3), (3, 3, 5, 7)),
+        MobileNetV2Arch("eca_mobilenet_v2"),
+        # timm: kernel from the rule with min 3, ECA under the attribute "se"
+        ResNetArch("ecaresnetlight", _TIMM, "bottleneck", (1, 1, 11, 3), None, "plain", 32,
+                   True, "se"),
+        ResNetArch("ecaresnet26t", _TIMM, "bottleneck", (2, 2, 2, 2), None, "deep_tiered", 32,
+                   True, "se"),
+        ResNetArch("ecaresnet50d", _TIMM, "bottleneck", (3, 4, 6, 3), None, "deep", 32, True, "se"),
+        ResNetArch("ecaresnet50t", _TIMM, "bottleneck", (3, 4, 6, 3), None, "deep_tiered", 32,
+                   True, "se"),
+        ResNetArch("ecaresnet101d", _TIMM, "bottleneck", (3, 4, 23, 3), None, "deep", 32, True,
+                   "se"),
+        ResNetArch("ecaresnet269d", _TIMM, "bottleneck", (3, 30, 48, 8), None, "deep", 32, True,
+                   "se"),
+    )
+}
+
+
+def get_arch(name: str) -> ResNetArch | MobileNetV2Arch:
+    try:
+        return ARCHS[name]
+    except KeyError:
+        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(ARCHS)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# plans: what every framework's builder walks
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """A bias-free Conv2d (torch padding (k - 1) // 2 both sides, explicit in every framework)."""
+
+    name: str
+    cin: int
+    cout: int
+    k: int
+    stride: int = 1
+    groups: int = 1
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """One residual block: torch prefix, widths, stride, downsample and the ECA kernel size."""
+
+    prefix: str  # e.g. "layer2.0"
+    block: str  # "basic" / "bottleneck"
+    inplanes: int
+    planes: int
+    outplanes: int
+    stride: int
+    downsample: str | None  # None, "conv" (1x1 stride s: keys .0 conv, .1 bn) or "avg" (timm:
+    #                         AvgPool2d(2, s, ceil_mode, count_include_pad=False) if s > 1, then
+    #                         1x1 conv .1 and bn .2)
+    k: int
+    eca_attr: str
+
+
+def stem_plan(arch: ResNetArch) -> tuple[list[tuple[str, ConvPlan | str]], int]:
+    """Stem convolutions and BatchNorms in order, as (kind, plan-or-bn-name); and its width.
+
+    plain: conv1 7x7/2 -> bn1 -> relu -> maxpool 3x3/2 pad 1.
+    deep / deep_tiered: conv1.0 3x3/2, conv1.1 BN, relu, conv1.3 3x3, conv1.4 BN, relu,
+    conv1.6 3x3 -> bn1 -> relu -> maxpool.
+    """
+    if arch.stem == "plain":
+        inplanes = 64
+        return [("conv", ConvPlan("conv1", 3, inplanes, 7, 2)), ("bn", "bn1")], inplanes
+    inplanes = arch.stem_width * 2
+    w = arch.stem_width
+    c0, c1 = ((3 * (w // 4), w) if arch.stem == "deep_tiered" else (w, w))
+    return [
+        ("conv", ConvPlan("conv1.0", 3, c0, 3, 2)), ("bn", "conv1.1"), ("relu", ""),
+        ("conv", ConvPlan("conv1.3", c0, c1, 3, 1)), ("bn", "conv1.4"), ("relu", ""),
+        ("conv", ConvPlan("conv1.6", c1, inplanes, 3, 1)), ("bn", "bn1"),
+    ], inplanes
+
+
+def resnet_blocks(arch: ResNetArch, kernel_sizes: tuple[int, ...] | None = None) -> list[BlockPlan]:
+    """Every residual block of ``arch`` in order. ``kernel_sizes`` overrides the per-stage k."""
+    ks = kernel_sizes or arch.kernel_sizes
+    _, inplanes = stem_plan(arch)
+    plans = []
+    for stage, (planes, n) in enumerate(zip((64, 128, 256, 512), arch.layers)):
+        stride = 1 if stage == 0 else 2
+        out = planes * arch.expansion
+        k = ks[stage] if ks is not None else rule_kernel_size(out, min_size=3)
+        for i in range(n):
+            s = stride if i == 0 else 1
+            ds = None
+            if i == 0 and (s != 1 or inplanes != out):
+                ds = "avg" if arch.avg_down else "conv"
+            plans.append(BlockPlan(f"layer{stage + 1}.{i}", arch.block, inplanes, planes, out, s,
+                                   ds, k, arch.eca_attr))
+            inplanes = out
+    return plans
+
+
+def block_convs(b: BlockPlan) -> list[tuple[ConvPlan, str]]:
+    """(conv, its BatchNorm's name) of a block's main path, in order."""
+    p = b.prefix
+    if b.block == "basic":
+        return [(ConvPlan(f"{p}.conv1", b.inplanes, b.planes, 3, b.stride), f"{p}.bn1"),
+                (ConvPlan(f"{p}.conv2", b.planes, b.planes, 3), f"{p}.bn2")]
+    return [(ConvPlan(f"{p}.conv1", b.inplanes, b.planes, 1), f"{p}.bn1"),
+            (ConvPlan(f"{p}.conv2", b.planes, b.planes, 3, b.stride), f"{p}.bn2"),
+            (ConvPlan(f"{p}.conv3", b.planes, b.outplanes, 1), f"{p}.bn3")]
+
+
+def downsample_convs(b: BlockPlan) -> list[tuple[ConvPlan, str]]:
+    if b.downsample is None:
+        return []
+    if b.downsample == "conv":
+        return [(ConvPlan(f"{b.prefix}.downsample.0", b.inplanes, b.outplanes, 1, b.stride),
+                 f"{b.prefix}.downsample.1")]
+    return [(ConvPlan(f"{b.prefix}.downsample.1", b.inplanes, b.outplanes, 1),
+             f"{b.prefix}.downsample.2")]
+
+
+@dataclass(frozen=True)
+class InvertedResidualPlan:
+    """One ECA-MobileNetV2 inverted residual (``features.{index}``)."""
+
+    index: int
+    inp: int
+    oup: int
+    stride: int
+    expand: int
+    hidden: int
+    k: int
+
+    @property
+    def use_res(self) -> bool:
+        return self.stride == 1 and self.inp == self.oup
+
+    def convs(self) -> list[tuple[ConvPlan, str, bool]]:
+        """(conv, bn name, followed by ReLU6) of ``features.I.conv``; ECA is the next index."""
+        p = f"features.{self.index}.conv"
+        out, j = [], 0
+        if self.expand != 1:
+            out.append((ConvPlan(f"{p}.0.0", self.inp, self.hidden, 1), f"{p}.0.1", True))
+            j = 1
+        out.append((ConvPlan(f"{p}.{j}.0", self.hidden, self.hidden, 3, self.stride, self.hidden),
+                    f"{p}.{j}.1", True))
+        out.append((ConvPlan(f"{p}.{j + 1}", self.hidden, self.oup, 1), f"{p}.{j + 2}", False))
+        return out
+
+    @property
+    def eca_prefix(self) -> str:
+        return f"features.{self.index}.conv.{4 if self.expand != 1 else 3}"
+
+
+def mobilenet_v2_blocks(arch: MobileNetV2Arch,
+                        kernel_sizes: dict[int, int] | None = None) -> list[InvertedResidualPlan]:
+    """The inverted residuals (features.1 ... features.17); ``kernel_sizes`` maps index -> k."""
+    plans, inp, idx = [], arch.input_channel, 1
+    for t, c, n, s in arch.setting:
+        for i in range(n):
+            k = arch.small_k if c <= arch.k_threshold else arch.large_k
+            if kernel_sizes is not None:
+                k = kernel_sizes[idx]
+            plans.append(InvertedResidualPlan(idx, inp, c, s if i == 0 else 1, t,
+                                              int(round(inp * t)), k))
+            inp, idx = c, idx + 1
+    return plans
+
+
+# ---------------------------------------------------------------------------------------------
+# canonical schemas
+
+Schema = dict[str, tuple[tuple[int, ...], Layout]]
+
+
+def _conv(s: Schema, c: ConvPlan) -> None:
+    s[f"{c.name}.weight"] = ((c.cout, c.cin // c.groups, c.k, c.k), Layout.CONV2D)
+
+
+def _bn(s: Schema, name: str, ch: int) -> None:
+    for p in ("weight", "bias", "running_mean", "running_var"):
+        s[f"{name}.{p}"] = ((ch,), Layout.NONE)
+    s[f"{name}.num_batches_tracked"] = ((), Layout.NONE)
+
+
+def schema(name: str, num_classes: int | None = None, kernel_sizes=None) -> Schema:
+    """Canonical (torch ``state_dict``) names, shapes and layouts of an architecture, in order.
+
+    Includes BatchNorm ``num_batches_tracked`` (int64 scalars) so a file loads into torch / timm
+    with ``strict=True``.
+    """
+    arch = get_arch(name)
+    nc = arch.num_classes if num_classes is None else num_classes
+    s: Schema = {}
+    if isinstance(arch, MobileNetV2Arch):
+        _conv(s, ConvPlan("features.0.0", 3, arch.input_channel, 3, 2))
+        _bn(s, "features.0.1", arch.input_channel)
+        blocks = mobilenet_v2_blocks(arch, kernel_sizes)
+        for b in blocks:
+            for conv, bn, _ in b.convs():
+                _conv(s, conv)
+                _bn(s, bn, conv.cout)
+            s[f"{b.eca_prefix}.conv.weight"] = ((1, 1, b.k), Layout.CONV1D)
+        last = len(blocks) + 1
+        _conv(s, ConvPlan(f"features.{last}.0", blocks[-1].oup, arch.last_channel, 1))
+        _bn(s, f"features.{last}.1", arch.last_channel)
+        s["classifier.1.weight"] = ((nc, arch.last_channel), Layout.LINEAR)
+        s["classifier.1.bias"] = ((nc,), Layout.NONE)
+        return s
+    stem, _ = stem_plan(arch)
+    for kind, item in stem:
+        if kind == "conv":
+            _conv(s, item)
+            width = item.cout
+        elif kind == "bn":
+            _bn(s, item, width)
+    blocks = resnet_blocks(arch, kernel_sizes)
+    for b in blocks:
+        for conv, bn in block_convs(b):
+            _conv(s, conv)
+            _bn(s, bn, conv.cout)
+        s[f"{b.prefix}.{b.eca_attr}.conv.weight"] = ((1, 1, b.k), Layout.CONV1D)
+        for conv, bn in downsample_convs(b):
+            _conv(s, conv)
+            _bn(s, bn, conv.cout)
+    s["fc.weight"] = ((nc, blocks[-1].outplanes), Layout.LINEAR)
+    s["fc.bias"] = ((nc,), Layout.NONE)
+    return s
+
+
+def kernel_sizes_from_state(name: str, state) -> tuple[int, ...] | dict[int, int]:
+    """Read ECA kernel sizes from a checkpoint's weight shapes (never from the rule).
+
+    Returns per-stage k for ResNets (all blocks of a stage must agree) or {block index: k} for
+    MobileNetV2. Raises ValueError naming the offending keys.
+    """
+    arch = get_arch(name)
+    if isinstance(arch, MobileNetV2Arch):
+        out = {}
+        for b in mobilenet_v2_blocks(arch):
+            key = f"{b.eca_prefix}.conv.weight"
+            if key not in state:
+                raise ValueError(f"{name}: checkpoint has no ECA weight {key}")
+            out[b.index] = int(state[key].shape[-1])
+        return out
+    per_stage: dict[int, set[int]] = {}
+    for b in resnet_blocks(arch):
+        key = f"{b.prefix}.{b.eca_attr}.conv.weight"
+        if key not in state:
+            raise ValueError(f"{name}: checkpoint has no ECA weight {key}")
+        per_stage.setdefault(int(b.prefix[5]) - 1, set()).add(int(state[key].shape[-1]))
+    for stage, ks in per_stage.items():
+        if len(ks) != 1:
+            raise ValueError(f"{name}: stage {stage + 1} mixes ECA kernel sizes {sorted(ks)}")
+    return tuple(next(iter(per_stage[i])) for i in range(len(per_stage)))
