@@ -25,7 +25,8 @@ class Case:
     padding: str = "zeros"
     gate: str = "sigmoid"
     dtype: str = "float32"  # input / output dtype; the layer's weight stays float32
-    x_scale: float = 1.0  # large values saturate the gate
+    x_scale: float = 1.0  # input amplitude
+    saturate: bool = False  # |z| >= 0.2 * x_scale in every channel: the gate is flat (see generate)
 
     @property
     def channels(self) -> int:
@@ -91,14 +92,15 @@ CASES: tuple[Case, ...] = (
     _c("c32_k3_nonsquare", (2, 32, 3, 11), 3),
     _c("c128_k5_batch1", (1, 128, 5, 5), 5),
     _c("c8_k3_batch0", (0, 8, 3, 3), 3),
-    # saturating gate: |z| of tens, sigmoid rounds to 0 / 1 in float32
-    _c("c64_k3_saturate", (2, 64, 4, 4), 3, x_scale=200.0),
-    _c("c64_k3_saturate_hard", (2, 64, 4, 4), 3, gate="hard_sigmoid", x_scale=200.0),
+    # saturating gate: |z| >= 20 in every channel, sigmoid rounds to 0 / 1 in float32
+    _c("c64_k3_saturate", (2, 64, 4, 4), 3, x_scale=100.0, saturate=True),
+    _c("c64_k3_saturate_hard", (2, 64, 4, 4), 3, gate="hard_sigmoid", x_scale=100.0,
+       saturate=True),
     # low precision: input/output in bf16 / fp16, weight float32
     _c("bf16_c64_k3", (2, 64, 5, 5), 3, dtype="bfloat16"),
     _c("bf16_cl_c256_k5_circular_hard", (2, 3, 4, 256), 5, data_format=CL, padding="circular",
        gate="hard_sigmoid", dtype="bfloat16"),
-    _c("bf16_c64_k3_saturate", (2, 64, 4, 4), 3, dtype="bfloat16", x_scale=200.0),
+    _c("bf16_c64_k3_saturate", (2, 64, 4, 4), 3, dtype="bfloat16", x_scale=100.0, saturate=True),
     _c("bf16_c2048_k7_1d", (2, 2048, 3), 7, dtype="bfloat16"),
     _c("fp16_c64_k3", (2, 64, 5, 5), 3, dtype="float16"),
     _c("fp16_c2048_k7_1d", (2, 2048, 3), 7, dtype="float16"),

@@ -102,3 +102,13 @@ def describe_failure(backend: str, case: str, tensor: str, result: dict) -> str:
         f" > atol={result['atol']:.1e} + rtol={result['rtol']:.0e}*|ref| "
         f"(worst ratio {result['ratio']:.2f}){extra}"
     )
+
+
+def markdown_rows() -> str:
+    """The table as markdown rows (the README embeds them; a test keeps the two equal)."""
+    rows = []
+    for (dtype, kind), t in TOLERANCES.items():
+        what = "y" if kind == "forward" else "dx, dw"
+        atol = f"{t.atol:.0e}" + (" x max abs(ref)" if t.scale_atol else "")
+        rows.append(f"| {dtype} | {what} | {atol} | {t.rtol:.0e} | {t.reason} |")
+    return "\n".join(rows)
