@@ -12,7 +12,13 @@ import tempfile
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
+_OWN_SCRATCH = not os.environ.get("ECA_MULTI_SCRATCH")
 _SCRATCH = Path(os.environ.get("ECA_MULTI_SCRATCH") or tempfile.mkdtemp(prefix="eca-multi-tests-"))
+if _OWN_SCRATCH:  # remove this run's scratch folder at exit (subprocesses inherit it meanwhile)
+    import atexit
+    import shutil
+
+    atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
 for _var, _sub in (
     ("KERAS_HOME", "keras"),
     ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
@@ -29,9 +35,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tempfile.tempdir = os.environ["TMPDIR"]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# torch must be imported before TensorFlow in a process that holds both (see FACTS).
+# torch must be imported before TensorFlow in a process that holds both (see FACTS); so must
+# torch._dynamo (it loads triton, which segfaults once TensorFlow is loaded; timm/torchvision and
+# torch.compile import it).
 try:
     import torch  # noqa: F401
+    import torch._dynamo  # noqa: F401
 except ImportError:
     pass
 

@@ -7,6 +7,8 @@ under ``jax.jit`` / ``nnx.jit``, ``jax.grad`` and ``jax.vmap`` on whatever devic
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,8 +32,28 @@ def kernel_init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> ja
 
 
 def _gate(z: jax.Array, kind: str) -> jax.Array:
-    # hard_sigmoid = relu6(z + 3) / 6; relu6's gradient is 0 at the kinks, as in the reference
-    return jax.nn.sigmoid(z) if kind == "sigmoid" else jax.nn.relu6(z + 3.0) / 6.0
+    # hard_sigmoid = relu6(z + 3) / 6; relu6's gradient is 0 at the kinks, as in the reference.
+    # NOTE: * (1/6), not / 6: XLA rewrites division by a constant into this multiply under jit
+    # (but not in eager VJPs), so writing it out keeps eager and compiled results bit-equal.
+    return jax.nn.sigmoid(z) if kind == "sigmoid" else jax.nn.relu6(z + 3.0) * (1.0 / 6.0)
+
+
+def _channel_conv(y: jax.Array, kernel: jax.Array, config: ECAConfig) -> jax.Array:
+    """Pad the pooled (N, C) vector along C, then a VALID k-tap cross-correlation (no flip)."""
+    if config.padding == "circular":  # a gather: channel (i - p) mod C, defined for k > C
+        y = jnp.take(y, jnp.asarray(padded_channel_index(y.shape[1], config.kernel_size)), axis=1)
+    else:
+        y = jnp.pad(y, ((0, 0), (config.pad, config.pad)))
+    # HIGHEST: full float32 passes, no TF32 on GPUs whatever jax_default_matmul_precision says
+    z = lax.conv_general_dilated(
+        y[:, :, None],
+        kernel,
+        (1,),
+        "VALID",
+        dimension_numbers=("NWC", "WIO", "NWC"),
+        precision=lax.Precision.HIGHEST,
+    )
+    return z[:, :, 0]
 
 
 def eca(config: ECAConfig, x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -43,17 +65,10 @@ def eca(config: ECAConfig, x: jax.Array, kernel: jax.Array) -> jax.Array:
     x = jnp.asarray(x)
     floating = bool(jnp.issubdtype(x.dtype, jnp.floating))
     check_input(config, x.shape, is_floating=floating, dtype=str(x.dtype), backend="flax")
-    spatial, c = config.spatial_axes(x.ndim), x.shape[config.channel_axis(x.ndim)]
+    spatial = config.spatial_axes(x.ndim)
     dtype = jnp.result_type(jnp.float32, x.dtype, kernel.dtype)  # upcast 16-bit inputs
-    y = jnp.mean(x, axis=spatial, dtype=dtype)  # (N, C)
-    if config.padding == "circular":  # a gather: channel (i - p) mod C, defined for k > C
-        y = jnp.take(y, jnp.asarray(padded_channel_index(c, config.kernel_size)), axis=1)
-    else:
-        y = jnp.pad(y, ((0, 0), (config.pad, config.pad)))
-    # VALID cross-correlation over channels (no flip, no bias); HIGHEST: no TF32 on GPUs
-    z = lax.conv_general_dilated(
-        y[:, :, None], kernel.astype(dtype), (1,), "VALID",
-        dimension_numbers=("NWC", "WIO", "NWC"), precision=lax.Precision.HIGHEST,
-    )[:, :, 0]
+    m = math.prod(x.shape[a] for a in spatial)  # NOTE: sum * (1/m), as XLA compiles a mean
+    y = jnp.sum(x, axis=spatial, dtype=dtype) * (1.0 / m)  # (N, C); eager == jit bit for bit
+    z = _channel_conv(y, kernel.astype(dtype), config)  # (N, C)
     s = _gate(z, config.gate).astype(x.dtype)
     return x * jnp.expand_dims(s, spatial)

@@ -15,7 +15,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -67,8 +68,14 @@ class ECA(nn.Module):
     @property
     def config(self) -> ECAConfig:
         return make_config(
-            self.channels, self.kernel_size, self.gamma, self.b, self.min_kernel_size,
-            self.padding, self.gate, self.data_format,
+            self.channels,
+            self.kernel_size,
+            self.gamma,
+            self.b,
+            self.min_kernel_size,
+            self.padding,
+            self.gate,
+            self.data_format,
         )
 
     @nn.compact
@@ -115,8 +122,9 @@ def load_canonical(
     schema = eca_schema(module.config)
     check_state(schema, state, strict=strict, where=module.config.describe("flax.linen.ECA"))
     if variables is None:
-        variables = {"params": {"kernel": jnp.zeros(native_kernel_shape(module.config),
-                                                    module.param_dtype)}}
+        variables = {
+            "params": {"kernel": jnp.zeros(native_kernel_shape(module.config), module.param_dtype)}
+        }
     params = dict(_params(variables))
     for name, (_, layout) in schema.items():
         if name in state:  # absent only when strict=False

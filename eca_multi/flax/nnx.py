@@ -7,7 +7,7 @@ go in and out through :mod:`eca_multi.weights` only.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp

@@ -7,7 +7,8 @@ checked against the layer's config by :func:`eca_multi.weights.check_state`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch

@@ -78,7 +78,7 @@ class ECA(nn.Module):
         k = self.config.kernel_size
         # torch's Conv1d init is uniform(-1/sqrt(k), 1/sqrt(k)), the init every backend uses
         self.conv = nn.Conv1d(1, 1, k, bias=False, device=device, dtype=dtype)
-        if padding == "circular" and channels is not None:
+        if self.config.padding == "circular" and channels is not None:
             # index buffer, not a weight: non-persistent so state_dict stays {"conv.weight"}
             index = torch.as_tensor(padded_channel_index(channels, k), device=device)
             self.register_buffer("channel_index", index, persistent=False)
@@ -96,8 +96,9 @@ class ECA(nn.Module):
         acc = torch.promote_types(torch.promote_types(x.dtype, w.dtype), torch.float32)
         with _full_precision(x.device):
             y = x.mean(dim=cfg.spatial_axes(x.ndim), dtype=acc).unsqueeze(1)  # (N, 1, C)
-            if cfg.padding == "circular":
+            if cfg.padding == "circular":  # gather: wraps modulo C, also for k > C
                 y = y.index_select(2, self._index(y.shape[2], y.device))
+            # zeros: conv1d's own zero padding, the op timm and the official code run (bit-equal)
             z = F.conv1d(y, w.to(acc), padding=cfg.pad if cfg.padding == "zeros" else 0)
             z = z.squeeze(1)  # cross-correlation, no flip, no bias: (N, C)
             return torch.sigmoid(z) if cfg.gate == "sigmoid" else F.relu6(z + 3.0) / 6.0
@@ -105,7 +106,10 @@ class ECA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         check_input(
-            cfg, tuple(x.shape), is_floating=x.is_floating_point(), dtype=str(x.dtype),
+            cfg,
+            tuple(x.shape),
+            is_floating=x.is_floating_point(),
+            dtype=str(x.dtype),
             backend="torch",
         )
         s = self.attention(x).to(x.dtype)

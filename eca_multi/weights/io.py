@@ -64,7 +64,7 @@ def save_file(
         metadata: extra str -> str entries (e.g. ``{"source": "keras"}``).
         overwrite: replace an existing file.
     """
-    arrays = {name: np.ascontiguousarray(np.asarray(a)) for name, a in tensors.items()}
+    arrays = {name: np.asarray(a, order="C") for name, a in tensors.items()}
     meta = _metadata(metadata)
     if str(path).endswith(".npz"):
         import io
