@@ -9,7 +9,8 @@ and :mod:`eca_multi.reference`; this file only creates the kernel and runs the f
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 import numpy as np
@@ -66,7 +67,7 @@ class ECA(keras.layers.Layer):
 
     Example:
         >>> layer = ECA(channels=64, data_format="channels_last")  # k = 3 by the rule
-        >>> layer(keras.random.normal((2, 7, 7, 64))).shape
+        >>> tuple(layer(keras.random.normal((2, 7, 7, 64))).shape)
         (2, 7, 7, 64)
     """
 
@@ -104,36 +105,46 @@ class ECA(keras.layers.Layer):
 
     def call(self, inputs):
         x = ops.convert_to_tensor(inputs)
-        dtype = keras.backend.standardize_dtype(x.dtype)
-        cfg = self.config
-        floating = keras.backend.is_float_dtype(dtype)
-        check_input(cfg, tuple(x.shape), is_floating=floating, dtype=dtype, backend="keras")
-        adt = _attention_dtype(dtype)
+        dtype = self._check_input(x.shape, x.dtype)
+        cfg, adt = self.config, _attention_dtype(dtype)
         y = ops.mean(ops.cast(x, adt), axis=cfg.spatial_axes(x.ndim))  # (N, C)
-        w = ops.cast(self.kernel, adt)
-        z = sum(w[j, 0, 0] * ypad for j, ypad in enumerate(self._shifted(self._pad(y))))
+        w = ops.reshape(ops.cast(self.kernel, adt), (cfg.kernel_size,))
+        z = ops.sum(self._windows(y) * w, axis=-1)  # VALID cross-correlation: no flip, no bias
         s = ops.sigmoid(z) if cfg.gate == "sigmoid" else ops.relu6(z + 3.0) / 6.0
         return x * ops.expand_dims(ops.cast(s, dtype), cfg.spatial_axes(x.ndim))
 
-    def _pad(self, y):
-        """(N, C) -> (N, C + 2p): zeros, or circular via a gather (defined for k > C)."""
-        p, c = self.config.pad, y.shape[1]
-        if p == 0:
-            return y
-        if self.config.padding == "zeros":
-            return ops.pad(y, [[0, 0], [p, p]])
-        if c is None:  # channels unknown while tracing: the same index, built in-graph
-            c = ops.shape(y)[1]
-            return ops.take(y, (ops.arange(c + 2 * p) - p) % c, axis=1)
-        return ops.take(y, padded_channel_index(c, self.config.kernel_size), axis=1)
+    def _windows(self, y):
+        """(N, C) -> (N, C, k): each channel's k padded neighbours, gathered in one op.
 
-    def _shifted(self, ypad):
-        """The k views ypad[:, j : j + C] of the VALID cross-correlation (static slices)."""
-        k = self.config.kernel_size
-        return [ypad[:, j : (j - k + 1) or None] for j in range(k)]
+        Window i covers padded positions i .. i + k - 1; zeros padding gathers them from the
+        zero-padded vector, circular padding from y itself through spec.padded_channel_index
+        (channel indices modulo C, so k > C works).
+        """
+        k, p, c = self.config.kernel_size, self.config.pad, y.shape[1]
+        if c is None:  # channels unknown while tracing (TF with a None channel dim): in-graph index
+            c = ops.shape(y)[1]
+            window = ops.arange(c)[:, None] + ops.arange(k)[None, :]
+            circular = (window - p) % c
+        else:
+            window = np.arange(c)[:, None] + np.arange(k)[None, :]
+            circular = padded_channel_index(c, k)[window]
+        if self.config.padding == "circular":
+            return ops.take(y, circular, axis=1)
+        return ops.take(ops.pad(y, [[0, 0], [p, p]]), window, axis=1)
+
+    def _check_input(self, shape, dtype) -> str:
+        """The shared input check (spec.check_input); returns the standardized dtype name."""
+        dtype = keras.backend.standardize_dtype(dtype)
+        floating = keras.backend.is_float_dtype(dtype)
+        check_input(self.config, tuple(shape), is_floating=floating, dtype=dtype, backend="keras")
+        return dtype
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
+
+    def compute_output_spec(self, inputs) -> keras.KerasTensor:
+        # symbolic calls (keras.Input) get the same checks and keep the input dtype
+        return keras.KerasTensor(inputs.shape, dtype=self._check_input(inputs.shape, inputs.dtype))
 
     def get_config(self) -> dict:
         return {**super().get_config(), **self.config.constructor_args()}
@@ -150,7 +161,7 @@ def _ensure_built(layer: ECA) -> None:
 def export_canonical(layer: ECA) -> dict[str, np.ndarray]:
     """The layer's weights in the canonical format: ``{"conv.weight": float32 (1, 1, k)}``."""
     _ensure_built(layer)
-    kernel = np.asarray(ops.convert_to_numpy(layer.kernel), dtype=np.float32)
+    kernel = np.asarray(ops.convert_to_numpy(layer.kernel.value), dtype=np.float32)
     return {"conv.weight": to_canonical(kernel, Layout.CONV1D)}
 
 
