@@ -99,3 +99,35 @@ def require_backend(module: str):
 
         return importlib.import_module(module)
     return pytest.importorskip(module, reason=f"backend missing: {module} not installed")
+
+
+# --- conformance groups run in the background, one worker subprocess per group -----------------
+_GROUP_FUTURES: dict = {}
+
+
+def _start_conformance(config) -> None:
+    if _GROUP_FUTURES:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from eca_multi.conformance.runner import run_group
+
+    groups: dict[str, list] = {}
+    for b in config.eca_backends:
+        groups.setdefault(b.group, []).append(b)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conformance")
+    for name, backends in groups.items():
+        _GROUP_FUTURES[name] = pool.submit(run_group, backends)
+    pool.shutdown(wait=False)
+
+
+def pytest_collection_finish(session):
+    if any(item.originalname == "test_conformance" for item in session.items):
+        _start_conformance(session.config)
+
+
+def conformance_group(config, group: str) -> dict:
+    """{(backend, case): record} for one group, waiting for its worker if still running."""
+    _start_conformance(config)
+    data = _GROUP_FUTURES[group].result()
+    return {(r["backend"], r["case"]): r for r in data["results"]}
