@@ -1,0 +1,627 @@
+"""The ECA-Net model zoo in Flax NNX, built by walking the plans of :mod:`eca_multi.archs`.
+
+The official ECA-Net family (Wang et al., CVPR 2020, https://arxiv.org/abs/1910.03151, code at
+https://github.com/BangguWu/ECANet): torchvision-style ResNets and ECA-MobileNetV2; and timm's
+ECA-ResNets (deep / tiered stems, average-pool downsample). Inputs are NHWC (Flax convention).
+
+Module attributes mirror the torch module paths: ``layer1`` is a :class:`Sequential` (an
+``nnx.List``) of blocks, the deep stem ``conv1`` a Sequential with stateless activations at
+torch's ReLU indices, and so on. So the path of every Conv / BatchNorm / Linear / ECA in
+``nnx.iter_modules`` joined by dots is its canonical (torch ``state_dict``) name, and the
+``nnx.state`` paths read ``layer1.0.eca.kernel``. :func:`export_canonical_model` /
+:func:`load_canonical_model` walk the model and change layouts only through
+:mod:`eca_multi.weights.layouts`; :func:`save_weights_file` / :func:`load_weights_file` are our
+own Flax export (msgpack). :func:`abstract_model` skips the random init when weights will be
+loaded anyway.
+
+Models are returned in eval mode (BatchNorm running averages, no dropout): ``model.train()``
+switches to batch statistics, ``model.eval()`` back.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, serialization
+from jax import lax
+
+from .. import archs
+from ..weights import Layout, WeightMismatchError, check_state, to_canonical, to_native
+from .nnx import ECA
+
+__all__ = [
+    "BatchCount",
+    "ECABlock",
+    "ECAMobileNetV2",
+    "ECAResNet",
+    "InvertedResidual",
+    "Sequential",
+    "abstract_model",
+    "create_model",
+    "export_canonical_model",
+    "is_flax_export",
+    "load_canonical_model",
+    "load_weights_file",
+    "save_weights_file",
+]
+
+# torch BatchNorm2d: eps 1e-5; torch momentum 0.1 weights the new batch, Flax's the old average
+_BN_EPS, _BN_MOMENTUM = 1e-5, 0.9
+_MAGIC = b"eca-multi-flax-nnx"  # first field of our msgpack export, for content detection
+
+
+class BatchCount(nnx.BatchStat):
+    """torch's ``num_batches_tracked`` (int32 in JAX without x64; exported as int64)."""
+
+
+class _BatchNorm(nnx.BatchNorm):
+    """nnx.BatchNorm that also counts training batches like torch's ``num_batches_tracked``."""
+
+    def __init__(self, num_features: int, *, rngs: nnx.Rngs, **kwargs: Any) -> None:
+        # NNX BatchNorm defaults to training mode; build in eval mode (use_running_average=True)
+        super().__init__(
+            num_features,
+            use_running_average=True,
+            momentum=_BN_MOMENTUM,
+            epsilon=_BN_EPS,
+            rngs=rngs,
+            **kwargs,
+        )
+        self.num_batches_tracked = BatchCount(jnp.zeros((), jnp.int32))
+
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None, **kw: Any):
+        if use_running_average is None:
+            use_running_average = self.use_running_average
+        if use_running_average:
+            return super().__call__(x, True, **kw)
+        old_var = self.var[...]
+        y = super().__call__(x, False, **kw)
+        n = x.size // x.shape[-1]  # values per channel in this batch
+        new_part = self.var[...] - self.momentum * old_var  # (1 - momentum) * biased batch var
+        # torch updates running_var with the unbiased batch variance (n / (n - 1)); Flax biased
+        self.var[...] = self.var[...] + new_part / max(n - 1, 1)
+        self.num_batches_tracked[...] = self.num_batches_tracked[...] + 1
+        return y
+
+
+class _Act(nnx.Module):
+    """A stateless activation holding the index torch gives it in a Sequential."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jax.nn.relu6(x) if self.kind == "relu6" else jax.nn.relu(x)
+
+
+class _Identity(nnx.Module):
+    """timm's ``nn.Identity`` at ``downsample.0`` of a stride-1 average-pool downsample."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x
+
+
+class _AvgPoolCeil(nnx.Module):
+    """torch ``AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)`` on NHWC input."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h, w = x.shape[1:3]
+        # ceil_mode: an odd edge gets a partial last window, averaged over its valid elements only
+        pad = ((0, 0), (0, h % 2), (0, w % 2), (0, 0))
+        window = (1, 2, 2, 1)
+        s = lax.reduce_window(
+            jnp.pad(x, pad), np.zeros((), x.dtype), lax.add, window, window, "VALID"
+        )
+        count = np.pad(np.ones((h, w), np.float32), pad[1:3])
+        count = count.reshape(count.shape[0] // 2, 2, count.shape[1] // 2, 2).sum((1, 3))
+        return s / jnp.asarray(count[None, :, :, None], x.dtype)
+
+
+def _max_pool(x: jax.Array) -> jax.Array:
+    """torch ``MaxPool2d(3, 2, padding=1)``: pad with -inf (never the max), then a VALID window."""
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    return lax.reduce_window(
+        x, np.array(-np.inf, x.dtype), lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "VALID"
+    )
+
+
+class Sequential(nnx.List):
+    """torch's ``nn.Sequential``: an ``nnx.List`` (paths = torch indices), called in order."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer in self:
+            x = layer(x)
+        return x
+
+
+def _no_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32):
+    """Initializer of :func:`abstract_model`: the shape only, no random draw and no compile."""
+    return jax.ShapeDtypeStruct(shape, dtype)
+
+
+class _Factory:
+    """Creates the leaf layers with one set of rngs and dtypes (``abstract``: shapes only)."""
+
+    def __init__(self, rngs: nnx.Rngs, dtype: Any, param_dtype: Any, abstract: bool = False):
+        self.rngs, self.dtype, self.param_dtype = rngs, dtype, param_dtype
+        self.abstract = abstract
+
+    def _init(self, init: Any) -> Any:
+        return _no_init if self.abstract else init
+
+    def conv(self, p: archs.ConvPlan) -> nnx.Conv:
+        pad = (p.k - 1) // 2  # torch's symmetric padding; XLA "SAME" pads stride 2 asymmetrically
+        return nnx.Conv(
+            p.cin,
+            p.cout,
+            (p.k, p.k),
+            p.stride,
+            padding=((pad, pad), (pad, pad)),
+            feature_group_count=p.groups,
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            rngs=self.rngs,
+            # torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu")
+            kernel_init=self._init(nnx.initializers.variance_scaling(2.0, "fan_out", "normal")),
+        )
+
+    def bn(self, channels: int) -> _BatchNorm:
+        return _BatchNorm(
+            channels,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            scale_init=self._init(nnx.initializers.ones),
+            bias_init=self._init(nnx.initializers.zeros),
+            rngs=self.rngs,
+        )
+
+    def eca(self, channels: int, k: int) -> ECA:
+        # k from the plan (published per-stage k or timm's rule), padding "zeros", sigmoid gate
+        return ECA(channels, k, param_dtype=self.param_dtype, rngs=self.rngs)
+
+    def linear(self, cin: int, cout: int) -> nnx.Linear:
+        return nnx.Linear(
+            cin,
+            cout,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self._init(nnx.initializers.lecun_normal()),
+            bias_init=self._init(nnx.initializers.zeros),
+            rngs=self.rngs,
+        )
+
+
+def _leaf(name: str) -> str:
+    return name.rsplit(".", 1)[1]
+
+
+class ECABlock(nnx.Module):
+    """A basic or bottleneck block: convs, BNs, ECA after the last BN, then the residual add."""
+
+    def __init__(self, plan: archs.BlockPlan, make: _Factory) -> None:
+        self.pairs = tuple((_leaf(c.name), _leaf(bn)) for c, bn in archs.block_convs(plan))
+        for conv, bn in archs.block_convs(plan):
+            setattr(self, _leaf(conv.name), make.conv(conv))
+            setattr(self, _leaf(bn), make.bn(conv.cout))
+        self.eca_attr = plan.eca_attr  # "eca" (official) or "se" (timm)
+        setattr(self, plan.eca_attr, make.eca(plan.outplanes, plan.k))
+        ds = archs.downsample_convs(plan)
+        if plan.downsample == "avg":  # timm: pool (Identity at stride 1) at .0, conv .1, bn .2
+            pool = _AvgPoolCeil() if plan.stride > 1 else _Identity()
+            self.downsample = Sequential([pool, make.conv(ds[0][0]), make.bn(ds[0][0].cout)])
+        else:  # official: conv .0, bn .1; an empty list is the identity shortcut
+            self.downsample = Sequential(
+                [m for c, _ in ds for m in (make.conv(c), make.bn(c.cout))]
+            )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        out = x
+        for i, (conv, bn) in enumerate(self.pairs):
+            out = getattr(self, bn)(getattr(self, conv)(out))
+            out = out if i == len(self.pairs) - 1 else jax.nn.relu(out)
+        out = getattr(self, self.eca_attr)(out)  # after the last BN, before the residual add
+        return jax.nn.relu(out + self.downsample(x))
+
+
+class ECAResNet(nnx.Module):
+    """An ECA-ResNet (official or timm) on NHWC input; logits of shape (N, num_classes)."""
+
+    def __init__(
+        self,
+        arch: archs.ResNetArch,
+        num_classes: int,
+        kernel_sizes: tuple[int, ...],
+        make: _Factory,
+    ) -> None:
+        self.arch_name, self.num_classes, self.kernel_sizes = arch.name, num_classes, kernel_sizes
+        stem, _ = archs.stem_plan(arch)
+        if arch.stem == "plain":
+            self.conv1 = make.conv(stem[0][1])
+        else:  # deep stem Sequential: conv .0, bn .1, relu .2, conv .3, bn .4, relu .5, conv .6
+            layers, width = [], 0
+            for kind, item in stem[:-1]:
+                if kind == "conv":
+                    layers.append(make.conv(item))
+                    width = item.cout
+                else:
+                    layers.append(make.bn(width) if kind == "bn" else _Act("relu"))
+            self.conv1 = Sequential(layers)
+        self.bn1 = make.bn(archs.stem_plan(arch)[1])
+        blocks = archs.resnet_blocks(arch, kernel_sizes)
+        for stage in range(1, 5):
+            name = f"layer{stage}"
+            setattr(
+                self,
+                name,
+                Sequential([ECABlock(b, make) for b in blocks if b.prefix.split(".")[0] == name]),
+            )
+        self.fc = make.linear(blocks[-1].outplanes, num_classes)
+
+    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """Logits of NHWC ``x``; ``rngs`` is accepted for one API (ResNets have no dropout)."""
+        x = self.conv1(x)
+        x = _max_pool(jax.nn.relu(self.bn1(x)))
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+        return self.fc(jnp.mean(x, axis=(1, 2)))  # global average pool, then fc
+
+
+class InvertedResidual(nnx.Module):
+    """ECA-MobileNetV2 block: ``conv`` = [expand ConvBNReLU6], dw ConvBNReLU6, pw conv, BN, ECA."""
+
+    def __init__(self, plan: archs.InvertedResidualPlan, make: _Factory) -> None:
+        self.use_res = plan.use_res  # x + conv(x) when stride 1 and inp == oup
+        layers: list[nnx.Module] = []
+        for conv, _, relu6 in plan.convs():
+            if relu6:
+                layers.append(Sequential([make.conv(conv), make.bn(conv.cout), _Act("relu6")]))
+            else:
+                layers += [make.conv(conv), make.bn(conv.cout)]
+        self.conv = Sequential([*layers, make.eca(plan.oup, plan.k)])
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        out = self.conv(x)
+        return x + out if self.use_res else out
+
+
+class ECAMobileNetV2(nnx.Module):
+    """The official ECA-MobileNetV2 on NHWC input; logits of shape (N, num_classes)."""
+
+    def __init__(
+        self,
+        arch: archs.MobileNetV2Arch,
+        num_classes: int,
+        kernel_sizes: dict[int, int],
+        make: _Factory,
+    ) -> None:
+        self.arch_name, self.num_classes = arch.name, num_classes
+        self._ks = tuple(sorted(kernel_sizes.items()))  # hashable static attribute
+        blocks = archs.mobilenet_v2_blocks(arch, kernel_sizes)
+        first = archs.ConvPlan("features.0.0", 3, arch.input_channel, 3, 2)
+        last = archs.ConvPlan("", blocks[-1].oup, arch.last_channel, 1)
+        self.features = Sequential(
+            [
+                Sequential([make.conv(first), make.bn(first.cout), _Act("relu6")]),
+                *(InvertedResidual(b, make) for b in blocks),
+                Sequential([make.conv(last), make.bn(last.cout), _Act("relu6")]),
+            ]
+        )
+        # Dropout(0.25) at classifier.0 (inactive in eval mode; its rngs come with the call, so
+        # the model's state is weights only), Linear at classifier.1
+        self.classifier = Sequential(
+            [
+                nnx.Dropout(arch.dropout, deterministic=True),
+                make.linear(arch.last_channel, num_classes),
+            ]
+        )
+
+    @property
+    def kernel_sizes(self) -> dict[int, int]:
+        return dict(self._ks)
+
+    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """Logits of NHWC ``x``; ``rngs`` (a ``dropout`` stream) is needed in train mode only."""
+        dropout, fc = self.classifier
+        return fc(dropout(jnp.mean(self.features(x), axis=(1, 2)), rngs=rngs))
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    kernel_sizes: Any = None,
+    *,
+    rngs: nnx.Rngs | None = None,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+) -> ECAResNet | ECAMobileNetV2:
+    """Build an NNX model of any architecture in :data:`eca_multi.archs.ARCHS` (random init).
+
+    Args:
+        name: ``eca_resnet18`` ... ``eca_resnet152``, ``eca_mobilenet_v2`` or a timm ECA-ResNet
+            (``ecaresnetlight``, ``ecaresnet26t``, ``ecaresnet50d`` ...).
+        num_classes: classifier width (default 1000).
+        kernel_sizes: per-stage ECA kernel sizes for ResNets, ``{block index: k}`` for
+            MobileNetV2; default: the architecture's own (published k, or timm's rule).
+        rngs: random streams for the initial weights (default ``nnx.Rngs(0)``).
+        dtype: computation dtype of convolutions, BatchNorms and the classifier (default: inferred).
+        param_dtype: dtype of the parameters.
+
+    Returns:
+        The model in eval mode (``model.train()`` switches BatchNorm to batch statistics); input
+        NHWC ``(N, H, W, 3)``, output logits ``(N, num_classes)``.
+
+    Example:
+        >>> model = create_model("eca_resnet18", num_classes=10)
+        >>> model(jnp.zeros((1, 64, 64, 3))).shape
+        (1, 10)
+    """
+    make = _Factory(rngs if rngs is not None else nnx.Rngs(0), dtype, param_dtype)
+    return _build(name, num_classes, kernel_sizes, make)
+
+
+def _build(name: str, num_classes: int | None, kernel_sizes: Any, make: _Factory):
+    arch = archs.get_arch(name)
+    nc = arch.num_classes if num_classes is None else int(num_classes)
+    if isinstance(arch, archs.MobileNetV2Arch):
+        ks = {b.index: b.k for b in archs.mobilenet_v2_blocks(arch, kernel_sizes)}
+        return ECAMobileNetV2(arch, nc, ks, make)
+    per_stage = {b.prefix.split(".")[0]: b.k for b in archs.resnet_blocks(arch, kernel_sizes)}
+    return ECAResNet(arch, nc, tuple(per_stage[f"layer{i}"] for i in range(1, 5)), make)
+
+
+def abstract_model(
+    name: str,
+    num_classes: int | None = None,
+    kernel_sizes: Any = None,
+    *,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+) -> ECAResNet | ECAMobileNetV2:
+    """The model of :func:`create_model` without its weights: the fast start for loading.
+
+    Convolution, Linear and BatchNorm affine parameters hold a ``jax.ShapeDtypeStruct`` until
+    :func:`load_canonical_model` (strict) fills them (BatchNorm statistics and the small ECA
+    kernels get their usual initial values). This skips the random initialisation, which
+    on CPU costs one XLA compile per distinct weight shape (tens of seconds for a deep network);
+    ``nnx.eval_shape`` would trace instead, and NNX's RNG bookkeeping makes that quadratic in depth.
+    """
+    return _build(name, num_classes, kernel_sizes, _Factory(nnx.Rngs(0), dtype, param_dtype, True))
+
+
+# ---------------------------------------------------------------------------------------------
+# canonical weights: walk the model, name = module path joined by dots
+
+
+def _slots(model: nnx.Module) -> dict[str, tuple[nnx.Variable, Layout]]:
+    """Canonical name -> (the NNX variable holding it, its layout), in module order."""
+    out: dict[str, tuple[nnx.Variable, Layout]] = {}
+    for path, m in nnx.iter_modules(model):
+        p = ".".join(str(part) for part in path)
+        if isinstance(m, nnx.Conv):  # grouped (depthwise) too: (kh, kw, 1, C) is CONV2D
+            out[f"{p}.weight"] = (m.kernel, Layout.CONV2D)
+        elif isinstance(m, nnx.Linear):
+            out[f"{p}.weight"] = (m.kernel, Layout.LINEAR)
+            out[f"{p}.bias"] = (m.bias, Layout.NONE)
+        elif isinstance(m, nnx.BatchNorm):
+            for torch_name, var in (
+                ("weight", m.scale),
+                ("bias", m.bias),
+                ("running_mean", m.mean),
+                ("running_var", m.var),
+            ):
+                out[f"{p}.{torch_name}"] = (var, Layout.NONE)
+            if isinstance(m, _BatchNorm):
+                out[f"{p}.num_batches_tracked"] = (m.num_batches_tracked, Layout.NONE)
+        elif isinstance(m, ECA):
+            out[f"{p}.conv.weight"] = (m.kernel, Layout.CONV1D)
+    return out
+
+
+def _is_abstract(var: nnx.Variable) -> bool:
+    return isinstance(var.get_value(), jax.ShapeDtypeStruct)
+
+
+def _schema(model: nnx.Module) -> archs.Schema:
+    schema = archs.schema(model.arch_name, model.num_classes, model.kernel_sizes)
+    slots = _slots(model)
+    if set(schema) != set(slots):  # a bug in this file, never the user's weights
+        raise RuntimeError(
+            f"{model.arch_name}: module paths differ from the canonical schema: "
+            f"{sorted(set(schema) ^ set(slots))[:10]}"
+        )
+    return schema
+
+
+def export_canonical_model(model: nnx.Module) -> dict[str, np.ndarray]:
+    """The model's weights as canonical NumPy arrays (torch names and layouts, schema order).
+
+    BatchNorm ``num_batches_tracked`` is an int64 scalar so the file loads into torch / timm with
+    ``strict=True``.
+    """
+    slots, out = _slots(model), {}
+    for name in _schema(model):
+        var, layout = slots[name]
+        arr = np.asarray(var[...])
+        if name.endswith(".num_batches_tracked"):
+            out[name] = np.array(arr, np.int64)
+        else:
+            out[name] = to_canonical(arr, layout)
+    return out
+
+
+def load_canonical_model(
+    model: nnx.Module, state: Mapping[str, Any], name: str | None = None, strict: bool = True
+) -> None:
+    """Load canonical weights into a model of :func:`create_model` / :func:`abstract_model`.
+
+    In place; an abstract model must receive every weight.
+
+    Args:
+        model: the target; its architecture, class count and kernel sizes define the schema.
+        state: canonical name -> array (torch names and layouts; NumPy or anything array-like).
+        name: architecture the weights are for; when given it must be the model's.
+        strict: fail on missing or unexpected keys (shapes are always checked).
+
+    Raises:
+        WeightMismatchError: every missing / unexpected / mis-shaped key at once (an ECA kernel
+            size other than the model's shows as a shape mismatch of ``...conv.weight``).
+        ValueError: ``name`` differs from the model's architecture.
+    """
+    if name is not None and name != model.arch_name:
+        raise ValueError(f"weights for {name!r} cannot load into a {model.arch_name!r} model")
+    schema, slots = _schema(model), _slots(model)
+    arrays = {k: np.asarray(v) for k, v in state.items()}
+    check_state(schema, arrays, strict=strict, where=f"flax {model.arch_name}")
+    unfilled = [k for k, (v, _) in slots.items() if k not in arrays and _is_abstract(v)]
+    if unfilled:
+        raise ValueError(f"an abstract model needs every weight; missing: {', '.join(unfilled)}")
+    for key, (_, layout) in schema.items():
+        if key not in arrays:  # absent only when strict=False
+            continue
+        var, _ = slots[key]
+        old = var.get_value()
+        if key.endswith(".num_batches_tracked"):  # int64 in torch; int32 here (JAX without x64)
+            count = int(arrays[key])
+            if not 0 <= count < 2**31:
+                raise ValueError(f"{key}: {count} does not fit int32")
+            new = jnp.asarray(count, old.dtype)
+        else:
+            new = jnp.asarray(to_native(arrays[key], layout), dtype=old.dtype)
+        if _is_abstract(var):  # abstract_model: nothing to keep, set the whole value
+            var.set_value(new)
+        else:
+            var[...] = jax.device_put(new, old.sharding)  # keep the old placement (sharding)
+
+
+# ---------------------------------------------------------------------------------------------
+# our own Flax export: msgpack of nnx.state(model) as a pure dict (weights only: nnx.Param and
+# nnx.BatchStat; the dropout takes its rngs at call time so the model holds no RNG state)
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, f"{key}.") if isinstance(v, Mapping) else {key: v})
+    return out
+
+
+def save_weights_file(model: nnx.Module, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write the model's weights as our Flax export: msgpack of ``nnx.state`` as a pure dict.
+
+    The file holds ``{"format": "eca-multi-flax-nnx", "arch": name, "num_classes": n, "state":
+    pure dict of nnx.Param and nnx.BatchStat as NumPy arrays}``; written to a temp file and
+    renamed (atomic).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    pure = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model)))
+    blob = serialization.msgpack_serialize(
+        {
+            "format": _MAGIC.decode(),
+            "arch": model.arch_name,
+            "num_classes": model.num_classes,
+            "state": pure,
+        }
+    )
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_export(path: str | os.PathLike) -> dict:
+    blob = Path(path).read_bytes()
+    try:
+        data = serialization.msgpack_restore(blob)
+    except Exception as e:  # truncated / corrupt bytes: msgpack and NumPy raise many kinds
+        raise ValueError(f"{path}: not a readable eca-multi Flax export ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != _MAGIC.decode():
+        raise ValueError(f"{path}: not an eca-multi Flax export (no {_MAGIC.decode()!r} marker)")
+    if not isinstance(data.get("state"), dict) or not isinstance(data.get("num_classes"), int):
+        raise ValueError(f"{path}: a corrupt eca-multi Flax export (no state / num_classes)")
+    return data
+
+
+def is_flax_export(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a file written by :func:`save_weights_file` (checked by content)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    is_map = bool(head) and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF))  # msgpack map
+    return is_map and _MAGIC in head  # the "format" value is stored verbatim, first
+
+
+def _stored_kernel_sizes(name: str, flat: Mapping[str, Any]):
+    """ECA kernel sizes read from the stored (k, 1, 1) kernels' shapes."""
+    arch = archs.get_arch(name)
+    if isinstance(arch, archs.MobileNetV2Arch):
+        prefixes = [b.eca_prefix for b in archs.mobilenet_v2_blocks(arch)]
+    else:
+        prefixes = [f"{b.prefix}.{b.eca_attr}" for b in archs.resnet_blocks(arch)]
+    canonical = {
+        f"{p}.conv.weight": to_canonical(np.asarray(flat[f"{p}.kernel"]), Layout.CONV1D)
+        for p in prefixes
+        if f"{p}.kernel" in flat
+    }
+    return archs.kernel_sizes_from_state(name, canonical)
+
+
+def load_weights_file(
+    path: str | os.PathLike, name: str, num_classes: int | None = None, kernel_sizes: Any = None
+) -> ECAResNet | ECAMobileNetV2:
+    """Build ``name`` and load weights written by :func:`save_weights_file`.
+
+    Args:
+        path: the msgpack file.
+        name: architecture; must equal the one recorded in the file.
+        num_classes: classifier width; default the file's.
+        kernel_sizes: the model's ECA kernel sizes (default: the architecture's), checked against
+            the stored kernels; ``"checkpoint"`` builds the model with the stored kernel sizes.
+
+    Raises:
+        WeightMismatchError: every missing / unexpected / mis-shaped variable at once.
+        ValueError: not our export, or recorded for another architecture.
+    """
+    data = _read_export(path)
+    if data.get("arch") != name:
+        raise ValueError(f"{path} holds {data.get('arch')!r} weights, not {name!r}")
+    nc = int(data["num_classes"]) if num_classes is None else num_classes
+    flat = _flatten(data["state"])
+    if isinstance(kernel_sizes, str) and kernel_sizes == "checkpoint":
+        kernel_sizes = _stored_kernel_sizes(name, flat)  # k read from the stored shapes
+    model = abstract_model(name, nc, kernel_sizes)  # no random init: every weight comes from path
+    own = {
+        ".".join(map(str, p)): v for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Variable)
+    }
+    missing = [k for k in own if k not in flat]
+    unexpected = [k for k in flat if k not in own]
+    mismatched = {
+        k: (tuple(v.get_value().shape), tuple(np.shape(flat[k])))
+        for k, v in own.items()
+        if k in flat and tuple(v.get_value().shape) != tuple(np.shape(flat[k]))
+    }
+    if missing or unexpected or mismatched:
+        raise WeightMismatchError(missing, unexpected, mismatched, where=f"flax {name} ({path})")
+    for key, var in own.items():  # abstract variables: set the whole value
+        var.set_value(jnp.asarray(flat[key], var.get_value().dtype))
+    return model
