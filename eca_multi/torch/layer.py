@@ -21,7 +21,9 @@ __all__ = ["ECA"]
 
 def _full_precision(device: torch.device):
     """A context with autocast off on ``device``: the attention path must not run in bf16/fp16."""
-    if torch.amp.is_autocast_available(device.type):
+    # is_autocast_available is not traceable by dynamo in torch 2.11 (seen on CUDA): under
+    # torch.compile the device is a real one, so autocast(enabled=False) is always valid there
+    if torch.compiler.is_compiling() or torch.amp.is_autocast_available(device.type):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()  # e.g. "meta": no autocast there to turn off
 
