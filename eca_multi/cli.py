@@ -1,8 +1,10 @@
 """The ``eca-multi`` command line (thin: the work lives in the library).
 
-    eca-multi conformance [--backends torch,keras-jax,...] [--cases ...] [--json PATH]
-    eca-multi goldens [--check] [--force]
-    eca-multi kernel-size C [--gamma 2] [--b 1] [--min 1]
+eca-multi conformance [--backends torch,keras-jax,...] [--cases ...] [--json PATH]
+eca-multi goldens [--check] [--force]
+eca-multi kernel-size C [--gamma 2] [--b 1] [--min 1]
+eca-multi port SRC --arch NAME --to {canonical,torch,keras,flax} -o OUT [--verify] [--force]
+eca-multi models
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ def _conformance(a: argparse.Namespace) -> int:
     problems = check_goldens(a.goldens) if a.goldens is None else []
     for line in problems:
         print(f"golden problem: {line}")
-    print(f"running {len(backends)} backends ({', '.join(b.name for b in backends)}) ...",
-          flush=True)
+    print(
+        f"running {len(backends)} backends ({', '.join(b.name for b in backends)}) ...", flush=True
+    )
     data = run_matrix(backends, cases, a.goldens, jobs=a.jobs)
     print(format_matrix(data, backends, cases))
     print()
@@ -64,6 +67,40 @@ def _kernel_size(a: argparse.Namespace) -> int:
     return 0
 
 
+def _port(a: argparse.Namespace) -> int:
+    from .port import VerificationError, parse_kernel_sizes, port
+
+    try:
+        ks = parse_kernel_sizes(a.kernel_sizes, a.arch)
+        report = port(
+            a.src,
+            a.arch,
+            a.to,
+            a.output,
+            verify=a.verify,
+            force=a.force,
+            kernel_sizes=ks,
+            num_classes=a.num_classes,
+            progress=not a.no_progress,
+        )
+    except VerificationError as e:
+        print(e.report)
+        print(f"eca-multi port: {e}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, KeyError, ImportError) as e:  # the message says what and where
+        print(f"eca-multi port: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0
+
+
+def _models(a: argparse.Namespace) -> int:
+    from .port import models_table
+
+    print(models_table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eca-multi", description="ECA in PyTorch, Keras 3 and Flax")
     sub = p.add_subparsers(dest="command", required=True)
@@ -84,6 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--b", type=float, default=1)
     k.add_argument("--min", type=int, default=1)
     k.set_defaults(func=_kernel_size)
+    p_ = sub.add_parser("port", help="port weights between torch, Keras, Flax and canonical files")
+    p_.add_argument("src", type=Path, help="source weight file (format detected by content)")
+    p_.add_argument("--arch", required=True, help="architecture (see `eca-multi models`)")
+    p_.add_argument("--to", required=True, choices=("canonical", "torch", "keras", "flax"))
+    p_.add_argument("-o", "--output", required=True, type=Path, help="output file")
+    p_.add_argument("--verify", action="store_true", help="compare logits of source and output")
+    p_.add_argument("--force", action="store_true", help="replace an existing output file")
+    p_.add_argument(
+        "--kernel-sizes",
+        default=None,
+        help="'checkpoint' (take the file's) or per-stage sizes like 3,5,5,7",
+    )
+    p_.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's")
+    p_.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p_.set_defaults(func=_port)
+    m = sub.add_parser("models", help="list the architectures, their ECA kernel sizes and sizes")
+    m.set_defaults(func=_models)
     return p
 
 

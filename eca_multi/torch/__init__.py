@@ -8,5 +8,29 @@ framework-free canonical weights (see :mod:`eca_multi.weights`).
 
 from .canonical import export_canonical, load_canonical
 from .layer import ECA
+from .models import (
+    create_model,
+    eca_mobilenet_v2,
+    eca_resnet18,
+    eca_resnet34,
+    eca_resnet50,
+    eca_resnet101,
+    eca_resnet152,
+    export_canonical_model,
+    load_canonical_model,
+)
 
-__all__ = ["ECA", "export_canonical", "load_canonical"]
+__all__ = [
+    "ECA",
+    "create_model",
+    "eca_mobilenet_v2",
+    "eca_resnet18",
+    "eca_resnet34",
+    "eca_resnet50",
+    "eca_resnet101",
+    "eca_resnet152",
+    "export_canonical",
+    "export_canonical_model",
+    "load_canonical",
+    "load_canonical_model",
+]

@@ -1,0 +1,520 @@
+"""Porting pipeline: any supported weight file -> canonical -> torch, Keras 3 or Flax, verified.
+
+    report = port("eca_resnet50_k3557.pth.tar", "eca_resnet50", "keras", "eca50.weights.h5",
+                  verify=True)
+    print(report)  # source format, tensors, kernel sizes, max abs logit difference, top-5
+
+The source is read by :func:`eca_multi.weights.sources.read_source` (format detected by content,
+strict key / shape / kernel-size checks, pickled code never executed). Targets:
+
+* ``canonical``: safetensors (or ``.npz``) in torch names and layouts, with source metadata;
+* ``torch``: official architectures -> ``.pth`` state_dict (or the official ``.pth.tar`` layout
+  when the name ends so); timm architectures -> ``model.safetensors`` (what timm loads);
+* ``keras``: ``.weights.h5`` or ``.keras`` (:func:`eca_multi.keras.models.save_weights_file`);
+* ``flax``: our msgpack export (:func:`eca_multi.flax.models.save_weights_file`).
+
+Outputs are written to a temp file and renamed; an existing file is replaced only with
+``force=True``. ``verify=True`` loads the *written file* back into its framework, runs it and the
+source model on the same random batch (eval mode) and raises :class:`VerificationError` when the
+logits differ by more than the tolerance (1e-4 max abs).
+
+No framework is imported at module import; each step imports the one it needs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import archs
+from .weights.io import atomic_write_bytes, save_file
+from .weights.sources import (
+    arch_kernel_sizes,
+    detect_format,
+    framework_of,
+    import_torch_first,
+    read_source,
+)
+
+__all__ = [
+    "TARGETS",
+    "PortReport",
+    "VerificationError",
+    "VerifyResult",
+    "load_model",
+    "model_from_state",
+    "models_table",
+    "parse_kernel_sizes",
+    "port",
+    "verify_models",
+]
+
+TARGETS = ("canonical", "torch", "keras", "flax")
+TOLERANCE = 1e-4  # max abs logit difference (float32 through ~150 layers: measured <= 2e-5)
+PROGRESS_MIN_TENSORS = 50  # show a progress bar from this many tensors on
+
+
+class VerificationError(RuntimeError):
+    """The ported model's logits differ from the source's by more than the tolerance."""
+
+    def __init__(self, report: PortReport) -> None:
+        self.report = report
+        v = report.verify
+        super().__init__(
+            f"verification failed: max abs logit difference {v.max_abs:.3e} > "
+            f"tolerance {v.tolerance:.0e} ({report.src} -> {report.out})"
+        )
+
+
+@dataclass
+class VerifyResult:
+    """Source vs target logits on one random batch."""
+
+    source_framework: str
+    target_framework: str
+    batch_shape: tuple[int, ...]
+    max_abs: float
+    top1_agreement: float
+    top5_agreement: float
+    tolerance: float = TOLERANCE
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.max_abs <= self.tolerance)
+
+    def __str__(self) -> str:
+        return (
+            f"verify: {self.source_framework} vs {self.target_framework} on a random batch "
+            f"{self.batch_shape}: max abs logit difference {self.max_abs:.3e} (tolerance "
+            f"{self.tolerance:.0e}), top-1 agreement {self.top1_agreement:.0%}, top-5 "
+            f"agreement {self.top5_agreement:.0%} -> {'OK' if self.ok else 'FAILED'}"
+        )
+
+
+@dataclass
+class PortReport:
+    """What :func:`port` did."""
+
+    src: str
+    source_format: str
+    arch: str
+    to: str
+    out: str
+    tensors: int
+    kernel_sizes: Any
+    num_classes: int
+    seconds: float = 0.0
+    source_info: dict = field(default_factory=dict)
+    verify: VerifyResult | None = None
+
+    def __str__(self) -> str:
+        meta = {
+            k: self.source_info[k] for k in ("epoch", "arch", "best_prec1") if k in self.source_info
+        }
+        lines = [
+            f"source: {self.src} ({self.source_format}"
+            + (f", {', '.join(f'{k}={_num(v)}' for k, v in meta.items())}" if meta else "")
+            + ")",
+            f"arch:   {self.arch} ({self.tensors} tensors, {self.num_classes} classes, ECA kernel "
+            f"sizes {_ks_text(self.kernel_sizes)})",
+            f"wrote:  {self.out} ({self.to}) in {self.seconds:.1f} s",
+        ]
+        if self.verify is not None:
+            lines.append(str(self.verify))
+        return "\n".join(lines)
+
+
+def _num(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)  # float32 metadata: no 0.1000000015
+
+
+def _ks_text(ks: Any) -> str:
+    if isinstance(ks, Mapping):
+        return ",".join(str(ks[i]) for i in sorted(ks))
+    return ",".join(str(k) for k in ks)
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+
+
+class _Progress:
+    """A one-line text progress bar on stderr (no dependency); silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool, width: int = 30) -> None:
+        self.total, self.enabled, self.width = max(total, 1), enabled, width
+        self.done, self.label, self._shown = 0, "", -1
+
+    def step(self, n: int = 1, label: str | None = None) -> None:
+        self.done = min(self.done + n, self.total)
+        self.label = label if label is not None else self.label
+        self._draw()
+
+    def stage(self, label: str) -> None:
+        self.label, self.done, self._shown = label, 0, -1
+        self._draw()
+
+    def _draw(self) -> None:
+        if not self.enabled:
+            return
+        filled = self.width * self.done // self.total
+        tty = sys.stderr.isatty()
+        if filled == self._shown or (not tty and self.done < self.total):
+            return  # redraw only when the bar moves; off a terminal, one line per finished stage
+        self._shown = filled
+        bar = "#" * filled + "-" * (self.width - filled)
+        line = f"[{bar}] {self.done}/{self.total} tensors  {self.label}"
+        sys.stderr.write(f"\r{line:<80}" if tty else f"{line}\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and sys.stderr.isatty():
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class _Tracked(Mapping):
+    """A read-only view of a state dict that advances a progress bar per distinct key read."""
+
+    def __init__(self, state: Mapping[str, Any], bar: _Progress) -> None:
+        self._state, self._bar, self._seen = state, bar, set()
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._state[key]
+        if key not in self._seen:
+            self._seen.add(key)
+            self._bar.step()
+        return value
+
+    def __iter__(self):
+        return iter(self._state)
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._state
+
+
+# ---------------------------------------------------------------------------------------------
+# frameworks
+
+
+def _build(framework: str, arch: str, num_classes: int, kernel_sizes: Any):
+    """A fresh model of ``arch`` in ``framework`` with the given classes and kernel sizes."""
+    if framework == "torch":
+        from .torch.models import create_model
+
+        return create_model(arch, num_classes, kernel_sizes)
+    if framework == "keras":
+        import_torch_first()
+        from .keras.models import create_model
+
+        return create_model(arch, num_classes, kernel_sizes)
+    from .flax.models import create_model
+
+    return create_model(arch, num_classes, kernel_sizes)
+
+
+def _load_canonical(framework: str, model: Any, state: Mapping[str, Any], arch: str) -> None:
+    if framework == "torch":
+        from .torch.models import load_canonical_model
+    elif framework == "keras":
+        from .keras.models import load_canonical_model
+    else:
+        from .flax.models import load_canonical_model
+    load_canonical_model(model, state, name=arch, strict=True)
+
+
+def model_from_state(framework: str, arch: str, state: Mapping[str, Any], info: Mapping) -> Any:
+    """Build ``arch`` in ``framework`` and load canonical ``state`` into it (strict)."""
+    model = _build(framework, arch, info["num_classes"], info["kernel_sizes"])
+    _load_canonical(framework, model, state, arch)
+    return model
+
+
+def load_model(
+    path: str | os.PathLike,
+    arch: str,
+    *,
+    kernel_sizes: Any = "checkpoint",
+    num_classes: int | None = None,
+):
+    """Load any supported weight file as a model of its own framework, the way a user would.
+
+    Keras and Flax files load through their framework's ``load_weights_file``; torch, canonical
+    and timm files build the torch model (ours, or timm's) and ``load_state_dict``. Kernel sizes
+    default to the file's; ``num_classes`` to the file's where the format records it.
+
+    Returns:
+        (framework name, model).
+    """
+    fmt = detect_format(path)
+    if fmt in ("keras-weights", "keras-archive"):
+        import_torch_first()
+        from .keras.models import load_weights_file
+
+        return "keras", load_weights_file(path, arch, num_classes)  # kernel sizes: the file's
+    if fmt == "flax":
+        from .flax.models import load_weights_file
+
+        return "flax", load_weights_file(path, arch, num_classes, kernel_sizes="checkpoint")
+    state, info = read_source(path, arch, kernel_sizes=kernel_sizes, num_classes=num_classes)
+    return framework_of(fmt), model_from_state("torch", arch, state, info)
+
+
+def _logits(framework: str, model: Any, x_nchw: np.ndarray) -> np.ndarray:
+    """Eval-mode logits of a model for an NCHW float32 batch, as float64 NumPy."""
+    if framework == "torch":
+        import torch
+
+        model.eval()
+        with torch.no_grad():
+            return model(torch.from_numpy(x_nchw)).double().numpy()
+    if framework == "keras":
+        from keras import ops
+
+        channels_first = tuple(model.inputs[0].shape)[1] == 3  # the model's data_format
+        x = x_nchw if channels_first else np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
+        return np.asarray(ops.convert_to_numpy(model(x, training=False)), np.float64)
+    import jax.numpy as jnp
+
+    model.eval()  # NNX BatchNorm: running averages (use_running_average=True)
+    return np.asarray(model(jnp.asarray(x_nchw.transpose(0, 2, 3, 1))), np.float64)  # NHWC
+
+
+def verify_models(
+    source: tuple[str, Any],
+    target: tuple[str, Any],
+    *,
+    batch: int = 2,
+    size: int = 224,
+    seed: int = 0,
+    tolerance: float = TOLERANCE,
+) -> VerifyResult:
+    """Run two (framework, model) pairs on the same random batch and compare their logits."""
+    x = np.random.default_rng(seed).standard_normal((batch, 3, size, size)).astype(np.float32)
+    a, b = _logits(*source, x), _logits(*target, x)
+    top5a, top5b = np.argsort(-a, 1)[:, :5], np.argsort(-b, 1)[:, :5]
+    return VerifyResult(
+        source[0],
+        target[0],
+        tuple(x.shape),
+        float(np.max(np.abs(a - b))),
+        float(np.mean(top5a[:, 0] == top5b[:, 0])),
+        float(np.mean([set(p) == set(q) for p, q in zip(top5a, top5b, strict=True)])),
+        tolerance,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# writers
+
+
+def _default_name(to: str, arch: str) -> str:
+    if to == "torch":
+        return "model.safetensors" if archs.get_arch(arch).family == "timm" else f"{arch}.pth"
+    return {
+        "canonical": f"{arch}.safetensors",
+        "keras": f"{arch}.weights.h5",
+        "flax": f"{arch}.msgpack",
+    }[to]
+
+
+def _torch_bytes(state: Mapping[str, Any], out: Path, arch: str, info: Mapping) -> bytes:
+    import torch
+
+    tensors = {k: torch.from_numpy(np.asarray(state[k], order="C")) for k in state}
+    if out.name.endswith(".safetensors"):  # timm's model.safetensors: a plain state_dict
+        from safetensors.torch import save
+
+        return save(tensors, metadata={"format": "pt", "source": info["format"], "arch": arch})
+    obj: Any = tensors
+    if out.name.endswith(".pth.tar"):  # the official ECA-Net layout (DataParallel keys)
+        obj = {
+            "epoch": info.get("epoch", 0),
+            "arch": arch,
+            "state_dict": {f"module.{k}": v for k, v in tensors.items()},
+            "best_prec1": info.get("best_prec1", 0.0),
+            "optimizer": None,
+        }  # no optimizer state survives a port
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _write(
+    to: str, state: Mapping[str, Any], out: Path, arch: str, info: Mapping, force: bool
+) -> None:
+    meta = {
+        "source": info["format"],
+        "source_file": Path(info["path"]).name,
+        "arch": arch,
+        "kernel_sizes": _ks_text(info["kernel_sizes"]),
+    }
+    if to == "canonical":
+        if not out.name.endswith((".safetensors", ".npz")):
+            raise ValueError(f"{out}: canonical output must end with .safetensors or .npz")
+        save_file(out, state, meta, overwrite=force)
+    elif to == "torch":
+        if not out.name.endswith((".pth", ".pth.tar", ".pt", ".bin", ".safetensors")):
+            raise ValueError(
+                f"{out}: torch output must end with .pth, .pth.tar, .pt, .bin or .safetensors"
+            )
+        atomic_write_bytes(out, _torch_bytes(state, out, arch, info), overwrite=force)
+    else:
+        model = model_from_state(to, arch, state, info)
+        if to == "keras":
+            from .keras.models import save_weights_file
+        else:
+            from .flax.models import save_weights_file
+        save_weights_file(model, out, overwrite=force)  # temp file + os.replace in both
+
+
+def port(
+    src: str | os.PathLike,
+    arch: str,
+    to: str,
+    out: str | os.PathLike,
+    *,
+    verify: bool = False,
+    force: bool = False,
+    kernel_sizes: Any = None,
+    num_classes: int | None = None,
+    progress: bool = True,
+    tolerance: float = TOLERANCE,
+    verify_size: int = 224,
+    verify_batch: int = 2,
+) -> PortReport:
+    """Port a weight file of ``arch`` to another framework (via canonical weights).
+
+    Args:
+        src: the source file (official ``.pth.tar``, torch ``.pth`` / ``.bin``, timm or canonical
+            ``.safetensors``, ``.npz``, our Keras ``.weights.h5`` / ``.keras`` or Flax export).
+        arch: architecture name (``eca-multi models`` lists them).
+        to: "canonical", "torch", "keras" or "flax".
+        out: the output file (an existing folder gets a default name inside it).
+        verify: load the written file back, compare logits with the source on a random batch and
+            raise :class:`VerificationError` above ``tolerance``.
+        force: replace an existing output file.
+        kernel_sizes: None (the architecture's, checked against the checkpoint), explicit sizes,
+            or "checkpoint" (build with whatever the checkpoint holds).
+        num_classes: classifier width (default: read from the checkpoint).
+        progress: show a progress bar on stderr for models with many tensors.
+        tolerance: the verification's max abs logit difference.
+        verify_size: image side of the verification batch (224; odd sizes exercise ceil-mode
+            pooling paths).
+        verify_batch: images in the verification batch.
+
+    Returns:
+        A :class:`PortReport` (``print`` it).
+
+    Raises:
+        FileExistsError: ``out`` exists and not ``force``. FileNotFoundError: no ``src``.
+        SourceError / ValueError / WeightMismatchError: unreadable, unsafe or mismatched source.
+        VerificationError: verify=True and the logits differ beyond ``tolerance``.
+    """
+    t0 = time.perf_counter()
+    if to not in TARGETS:
+        raise ValueError(f"unknown target {to!r}; choose from {', '.join(TARGETS)}")
+    out = Path(out)
+    if out.is_dir():
+        out = out / _default_name(to, arch)
+    if out.exists() and not force:  # fail before any expensive work
+        raise FileExistsError(f"{out} exists; pass force=True (CLI: --force) to replace it")
+    state, info = read_source(src, arch, kernel_sizes=kernel_sizes, num_classes=num_classes)
+    bar = _Progress(len(state), progress and len(state) >= PROGRESS_MIN_TENSORS)
+    try:
+        bar.stage(f"converting to {to}")
+        _write(to, _Tracked(state, bar), out, arch, info, force)
+        bar.step(len(state), f"wrote {to}")
+        report = PortReport(
+            str(src),
+            info["format"],
+            arch,
+            to,
+            str(out),
+            len(state),
+            info["kernel_sizes"],
+            info["num_classes"],
+            source_info=info,
+        )
+        if verify:
+            bar.stage("verifying")
+            source = (info["framework"], _source_model(src, arch, state, info))
+            target = load_model(out, arch, num_classes=info["num_classes"])
+            report.verify = verify_models(
+                source, target, batch=verify_batch, size=verify_size, tolerance=tolerance
+            )
+            bar.step(len(state), "verified")
+    finally:
+        bar.close()
+    report.seconds = time.perf_counter() - t0
+    if report.verify is not None and not report.verify.ok:
+        raise VerificationError(report)
+    return report
+
+
+def _source_model(src: str | os.PathLike, arch: str, state: Mapping, info: Mapping) -> Any:
+    """The source as a model of its own framework (Keras / Flax files load through their own)."""
+    if info["framework"] == "torch":
+        return model_from_state("torch", arch, state, info)
+    return load_model(src, arch, num_classes=info["num_classes"])[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers for the command line
+
+
+def parse_kernel_sizes(text: str | None, arch: str) -> Any:
+    """CLI ``--kernel-sizes``: None, ``"checkpoint"`` or ``"3,5,5,7"`` (MobileNetV2: 17 values)."""
+    if text is None or text == "checkpoint":
+        return text
+    try:
+        ks = tuple(int(k) for k in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"--kernel-sizes must be 'checkpoint' or comma-separated integers, got {text!r}"
+        ) from None
+    want = arch_kernel_sizes(arch)
+    if len(ks) != len(want):
+        raise ValueError(f"{arch} takes {len(want)} kernel sizes, got {len(ks)}: {text}")
+    return dict(zip(sorted(want), ks, strict=True)) if isinstance(want, Mapping) else ks
+
+
+def _param_count(name: str) -> int:
+    """Trainable parameters (BatchNorm running statistics and counters are buffers)."""
+    buffers = (".running_mean", ".running_var", ".num_batches_tracked")
+    return sum(
+        int(np.prod(shape))
+        for key, (shape, _) in archs.schema(name).items()
+        if not key.endswith(buffers)
+    )
+
+
+def models_table() -> str:
+    """The architectures, their family, ECA kernel sizes and parameter counts, as text."""
+    rows = [("name", "family", "layers", "ECA kernel sizes", "params")]
+    for name, arch in archs.ARCHS.items():
+        if isinstance(arch, archs.MobileNetV2Arch):
+            layers = "inverted residuals x17"
+            ks = (
+                f"k={arch.small_k} if out channels <= {arch.k_threshold} else "
+                f"k={arch.large_k} (k13)"
+            )
+        else:
+            layers = f"{arch.block} {'-'.join(map(str, arch.layers))}, {arch.stem} stem"
+            rule = "published" if arch.kernel_sizes is not None else "timm rule, min 3"
+            ks = f"{_ks_text(arch_kernel_sizes(name))} per stage ({rule})"
+        rows.append((name, arch.family, layers, ks, f"{_param_count(name):,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + f"  {{:>{widths[-1]}}}"
+    return "\n".join(fmt.format(*r) for r in rows)

@@ -1,0 +1,408 @@
+"""The ECA-Net model zoo in PyTorch, built by walking the plans of :mod:`eca_multi.archs`.
+
+The official ECA-Net family (Wang et al., CVPR 2020, https://arxiv.org/abs/1910.03151, code at
+https://github.com/BangguWu/ECANet): torchvision-style ResNets with ECA after the block's last
+BatchNorm and before the residual add, and ECA-MobileNetV2. ``state_dict`` keys and their order are
+exactly the official code's (= :func:`eca_multi.archs.schema`), so an official checkpoint loads
+with ``load_state_dict`` once its DataParallel ``module.`` prefix is dropped.
+
+timm's ECA-ResNets (``ecaresnet50d`` ...) are timm's own models on the torch side:
+:func:`create_model` hands those names to ``timm.create_model``. Their canonical names are timm's
+``state_dict`` keys, equal to :func:`eca_multi.archs.schema` of the same name.
+
+Canonical model weights are the ``state_dict`` as NumPy arrays, ``num_batches_tracked`` included:
+:func:`export_canonical_model` / :func:`load_canonical_model` work for any ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import archs
+from ..weights import check_state
+from ..weights.layouts import Layout
+from .layer import ECA
+
+__all__ = [
+    "ECAMobileNetV2",
+    "ECAResNet",
+    "OFFICIAL_MODELS",
+    "create_model",
+    "eca_mobilenet_v2",
+    "eca_resnet18",
+    "eca_resnet34",
+    "eca_resnet50",
+    "eca_resnet101",
+    "eca_resnet152",
+    "export_canonical_model",
+    "load_canonical_model",
+    "model_kernel_sizes",
+    "randomize_batchnorm_",
+]
+
+
+def _conv(plan: archs.ConvPlan) -> nn.Conv2d:
+    """A bias-free Conv2d with torch's symmetric padding (k - 1) // 2."""
+    return nn.Conv2d(
+        plan.cin, plan.cout, plan.k, plan.stride, (plan.k - 1) // 2, groups=plan.groups, bias=False
+    )
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels)  # torch BatchNorm: eps 1e-5, momentum 0.1 (the reference)
+
+
+def _leaf(name: str) -> str:
+    return name.rsplit(".", 1)[1]
+
+
+class ECABlock(nn.Module):
+    """A basic or bottleneck residual block from an :class:`eca_multi.archs.BlockPlan`.
+
+    Attributes in the official order (conv1, bn1, ..., ``eca`` or timm's ``se``, downsample), so
+    ``state_dict`` keys are ``layerX.Y.conv1.weight`` ... ``layerX.Y.eca.conv.weight``.
+    """
+
+    def __init__(self, plan: archs.BlockPlan) -> None:
+        super().__init__()
+        self.pairs: list[tuple[str, str]] = []
+        for conv, bn in archs.block_convs(plan):
+            setattr(self, _leaf(conv.name), _conv(conv))
+            setattr(self, _leaf(bn), _bn(conv.cout))
+            self.pairs.append((_leaf(conv.name), _leaf(bn)))
+        self.relu = nn.ReLU(inplace=True)
+        self.eca_attr = plan.eca_attr
+        setattr(self, plan.eca_attr, ECA(kernel_size=plan.k))  # k from the plan, not the rule
+        ds = archs.downsample_convs(plan)
+        if plan.downsample == "conv":
+            ((conv, _),) = ds
+            self.downsample = nn.Sequential(_conv(conv), _bn(conv.cout))
+        elif plan.downsample == "avg":
+            ((conv, _),) = ds
+            # timm avg_down: AvgPool2d(2, s, ceil_mode=True, count_include_pad=False), 1x1 conv, BN
+            pool = (
+                nn.AvgPool2d(2, plan.stride, ceil_mode=True, count_include_pad=False)
+                if plan.stride > 1
+                else nn.Identity()
+            )
+            self.downsample = nn.Sequential(pool, _conv(conv), _bn(conv.cout))
+        else:
+            self.downsample = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for i, (conv, bn) in enumerate(self.pairs):
+            out = getattr(self, bn)(getattr(self, conv)(out))
+            if i < len(self.pairs) - 1:
+                out = self.relu(out)
+        out = getattr(self, self.eca_attr)(out)  # ECA after the last BN, before the residual add
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class ECAResNet(nn.Module):
+    """An ECA-ResNet (official torchvision-style; timm stems and avg-down also walk here).
+
+    Args:
+        name: an architecture of :data:`eca_multi.archs.ARCHS` that is a ResNet.
+        num_classes: classifier width (default: the arch's 1000).
+        kernel_sizes: per-stage ECA kernel sizes (default: the arch's published ones).
+
+    Input shape:
+        (N, 3, H, W) float32 images.
+
+    Output shape:
+        (N, num_classes) logits.
+    """
+
+    def __init__(
+        self, name: str, num_classes: int | None = None, kernel_sizes: tuple[int, ...] | None = None
+    ) -> None:
+        super().__init__()
+        arch = archs.get_arch(name)
+        if not isinstance(arch, archs.ResNetArch):
+            raise ValueError(f"{name} is not a ResNet architecture")
+        self.arch_name = name
+        stem, width = archs.stem_plan(arch)
+        conv1: list[nn.Module] = []  # plain: one 7x7 conv; timm deep stems: (conv, bn, relu) x 3
+        for kind, item in stem:
+            if kind == "conv":
+                conv1.append(_conv(item))
+                c = item.cout
+            elif kind == "relu":
+                conv1.append(nn.ReLU(inplace=True))
+            elif item != "bn1":
+                conv1.append(_bn(c))
+        self.conv1 = conv1[0] if len(conv1) == 1 else nn.Sequential(*conv1)
+        self.bn1 = _bn(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # torch pads with -inf
+        blocks = archs.resnet_blocks(arch, kernel_sizes)
+        for stage in range(1, len(arch.layers) + 1):
+            layer = [ECABlock(b) for b in blocks if b.prefix.startswith(f"layer{stage}.")]
+            setattr(self, f"layer{stage}", nn.Sequential(*layer))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)  # official: AvgPool2d(7) == global mean at 224
+        nc = arch.num_classes if num_classes is None else num_classes
+        self.fc = nn.Linear(blocks[-1].outplanes, nc)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class InvertedResidual(nn.Module):
+    """ECA-MobileNetV2 block ``features.I``: ``conv`` = [ConvBNReLU6 ...], Conv2d, BN, ECA."""
+
+    def __init__(self, plan: archs.InvertedResidualPlan) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for conv, _, relu6 in plan.convs():
+            if relu6:
+                layers.append(nn.Sequential(_conv(conv), _bn(conv.cout), nn.ReLU6(inplace=True)))
+            else:
+                layers += [_conv(conv), _bn(conv.cout)]
+        layers.append(ECA(kernel_size=plan.k))  # after the projection BN: features.I.conv.{3,4}
+        self.conv = nn.Sequential(*layers)
+        self.use_res_connect = plan.use_res
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class ECAMobileNetV2(nn.Module):
+    """The official ECA-MobileNetV2 (k = 1 where a block's output channels <= 96, else 3).
+
+    Args:
+        num_classes: classifier width (default 1000).
+        kernel_sizes: ``{block index: k}`` for ``features.1`` ... ``features.17`` (default: the
+            published "k13" rule).
+
+    Input shape:
+        (N, 3, H, W) float32 images.
+
+    Output shape:
+        (N, num_classes) logits.
+    """
+
+    def __init__(
+        self, num_classes: int | None = None, kernel_sizes: Mapping[int, int] | None = None
+    ) -> None:
+        super().__init__()
+        arch = archs.get_arch("eca_mobilenet_v2")
+        self.arch_name = arch.name
+        stem = archs.ConvPlan("features.0.0", 3, arch.input_channel, 3, 2)
+        blocks = archs.mobilenet_v2_blocks(arch, dict(kernel_sizes) if kernel_sizes else None)
+        last = archs.ConvPlan(f"features.{len(blocks) + 1}.0", blocks[-1].oup, arch.last_channel, 1)
+        self.features = nn.Sequential(
+            nn.Sequential(_conv(stem), _bn(stem.cout), nn.ReLU6(inplace=True)),
+            *(InvertedResidual(b) for b in blocks),
+            nn.Sequential(_conv(last), _bn(last.cout), nn.ReLU6(inplace=True)),
+        )
+        nc = arch.num_classes if num_classes is None else num_classes
+        self.classifier = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(arch.last_channel, nc))
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x).mean(-1).mean(-1)  # the official code's global mean over W then H
+        return self.classifier(x)
+
+
+def _init_weights(model: nn.Module) -> None:
+    """torchvision's init: Kaiming-normal (fan_out) convs, BN gamma 1 / beta 0 (ECA: its own)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def eca_resnet18(kernel_sizes=None, num_classes: int = 1000) -> ECAResNet:
+    """ECA-ResNet-18 (basic blocks, published k per stage 3, 5, 7, 7)."""
+    return ECAResNet("eca_resnet18", num_classes, kernel_sizes)
+
+
+def eca_resnet34(kernel_sizes=None, num_classes: int = 1000) -> ECAResNet:
+    """ECA-ResNet-34 (basic blocks, published k per stage 3, 3, 5, 7)."""
+    return ECAResNet("eca_resnet34", num_classes, kernel_sizes)
+
+
+def eca_resnet50(kernel_sizes=None, num_classes: int = 1000) -> ECAResNet:
+    """ECA-ResNet-50 (bottlenecks, published k per stage 3, 5, 5, 7)."""
+    return ECAResNet("eca_resnet50", num_classes, kernel_sizes)
+
+
+def eca_resnet101(kernel_sizes=None, num_classes: int = 1000) -> ECAResNet:
+    """ECA-ResNet-101 (bottlenecks, published k per stage 3, 3, 5, 7)."""
+    return ECAResNet("eca_resnet101", num_classes, kernel_sizes)
+
+
+def eca_resnet152(kernel_sizes=None, num_classes: int = 1000) -> ECAResNet:
+    """ECA-ResNet-152 (bottlenecks, published k per stage 3, 3, 5, 7)."""
+    return ECAResNet("eca_resnet152", num_classes, kernel_sizes)
+
+
+def eca_mobilenet_v2(kernel_sizes=None, num_classes: int = 1000) -> ECAMobileNetV2:
+    """ECA-MobileNetV2 (k = 1 for blocks with <= 96 output channels, else 3)."""
+    return ECAMobileNetV2(num_classes, kernel_sizes)
+
+
+OFFICIAL_MODELS = {
+    "eca_resnet18": eca_resnet18,
+    "eca_resnet34": eca_resnet34,
+    "eca_resnet50": eca_resnet50,
+    "eca_resnet101": eca_resnet101,
+    "eca_resnet152": eca_resnet152,
+    "eca_mobilenet_v2": eca_mobilenet_v2,
+}
+
+
+def _timm_model(name: str, num_classes: int | None, kernel_sizes) -> nn.Module:
+    try:
+        import timm
+        from timm.layers import EcaModule
+    except ImportError as e:
+        raise ImportError(
+            f"{name} is a timm architecture: its torch model is timm's; pip install timm"
+        ) from e
+    model = timm.create_model(
+        name, pretrained=False, **({} if num_classes is None else {"num_classes": num_classes})
+    )
+    if kernel_sizes is not None:  # timm's rule sets k; swap in an ECA of the requested k per stage
+        for b in archs.resnet_blocks(archs.get_arch(name), tuple(kernel_sizes)):
+            block = model.get_submodule(b.prefix)
+            if block.se.conv.kernel_size[0] != b.k:
+                block.se = EcaModule(channels=None, kernel_size=b.k)
+    return model
+
+
+def create_model(name: str, num_classes: int | None = None, kernel_sizes=None) -> nn.Module:
+    """Build a torch model by architecture name (random init, training mode like any new module).
+
+    Args:
+        name: an official name (``eca_resnet50``, ``eca_mobilenet_v2`` ...) or a timm ECA-ResNet
+            (``ecaresnet50d`` ...; built by ``timm.create_model(name, pretrained=False)``).
+        num_classes: classifier width (default 1000).
+        kernel_sizes: per-stage ECA kernel sizes for ResNets, ``{block index: k}`` for
+            MobileNetV2; default: the architecture's own.
+
+    Raises:
+        KeyError: unknown name. ImportError: a timm name without timm installed.
+    """
+    arch = archs.get_arch(name)
+    if arch.family == "timm":
+        return _timm_model(name, num_classes, kernel_sizes)
+    nc = arch.num_classes if num_classes is None else num_classes
+    return OFFICIAL_MODELS[name](kernel_sizes=kernel_sizes, num_classes=nc)
+
+
+def model_kernel_sizes(name: str, model: nn.Module):
+    """The ECA kernel sizes a built model holds (per stage, or {block index: k} for MobileNetV2)."""
+    return archs.kernel_sizes_from_state(name, model.state_dict())
+
+
+def _num_classes(name: str, state: Mapping[str, Any]) -> int:
+    key = "classifier.1.weight" if name == "eca_mobilenet_v2" else "fc.weight"
+    return int(state[key].shape[0])
+
+
+def export_canonical_model(model: nn.Module) -> dict[str, np.ndarray]:
+    """The model's ``state_dict`` as NumPy arrays (canonical: torch names and layouts).
+
+    BatchNorm ``num_batches_tracked`` stays an int64 scalar so the file loads with strict=True.
+    """
+    return {k: v.detach().to("cpu").numpy().copy() for k, v in model.state_dict().items()}
+
+
+def load_canonical_model(
+    model: nn.Module, state: Mapping[str, Any], name: str | None = None, strict: bool = True
+) -> None:
+    """Load canonical weights into any torch model in place.
+
+    Args:
+        model: the target (our models or timm's).
+        state: canonical name -> array (NumPy or torch).
+        name: architecture name; when given, ``state`` is checked against
+            :func:`eca_multi.archs.schema` with the model's own class count and kernel sizes.
+        strict: fail on missing or unexpected keys (shapes are always checked).
+
+    Raises:
+        WeightMismatchError: every missing / unexpected / mis-shaped key at once (a wrong ECA
+            kernel size shows as a shape mismatch of ``...conv.weight``).
+    """
+    own = model.state_dict()
+    if name is not None:
+        ks = archs.kernel_sizes_from_state(name, own)  # k of the built model, read from its shapes
+        schema = archs.schema(name, _num_classes(name, own), ks)
+        if list(schema) != list(own):
+            raise ValueError(f"the model does not have {name}'s canonical keys")
+    else:
+        schema = {k: (tuple(v.shape), Layout.NONE) for k, v in own.items()}
+    arrays = {
+        k: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v)
+        for k, v in state.items()
+    }
+    check_state(schema, arrays, strict=strict, where=name or type(model).__name__)
+    tensors = {k: torch.from_numpy(np.asarray(a, order="C")) for k, a in arrays.items() if k in own}
+    model.load_state_dict(tensors, strict=strict)
+
+
+def _branch_end_bns(name: str | None) -> set[str]:
+    """Names of the BatchNorms that end a residual branch (before ECA and the add)."""
+    if name is None or name not in archs.ARCHS:
+        return set()
+    arch = archs.get_arch(name)
+    if isinstance(arch, archs.MobileNetV2Arch):
+        return {b.convs()[-1][1] for b in archs.mobilenet_v2_blocks(arch)}
+    return {archs.block_convs(b)[-1][1] for b in archs.resnet_blocks(arch)}
+
+
+def randomize_batchnorm_(
+    model: nn.Module, seed: int = 0, name: str | None = None, image_size: int = 128
+) -> nn.Module:
+    """Give every BatchNorm random, well-posed affine parameters and statistics (tests, examples).
+
+    gamma ~ U(0.5, 1.5) (U(0.2, 0.6) for the BN that ends a residual branch, cf. timm's
+    zero_init_last), beta ~ N(0, 0.1); running statistics estimated on one random image, then
+    jittered (mean + 0.05 sigma noise, variance x U(0.95, 1.05)) so they differ per channel and
+    from 0 / 1; ``num_batches_tracked`` random. NOTE: fully random statistics make deep nets
+    chaotic (eca_resnet101 logits ~1e3, float32 vs float64 differences far above 1e-4), so a
+    port could not be held to 1e-4 on them.
+
+    Args:
+        model: our model or timm's (any module with BatchNorms; returned in eval mode).
+        seed: seeds the affine parameters, the image and the jitter.
+        name: architecture name for the branch-ending BNs (default: ``model.arch_name`` or timm's
+            ``pretrained_cfg["architecture"]``).
+        image_size: side of the calibration image.
+    """
+    name = (
+        name
+        or getattr(model, "arch_name", None)
+        or getattr(model, "pretrained_cfg", {}).get("architecture")
+    )
+    last = _branch_end_bns(name)
+    g = torch.Generator().manual_seed(seed)
+    bns = {k: m for k, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    with torch.no_grad():
+        for key, bn in bns.items():
+            lo, hi = (0.2, 0.6) if key in last else (0.5, 1.5)
+            bn.weight.copy_(lo + (hi - lo) * torch.rand(bn.num_features, generator=g))
+            bn.bias.copy_(0.1 * torch.randn(bn.num_features, generator=g))
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average: the one batch sets the statistics
+        model.train()(torch.randn(1, 3, image_size, image_size, generator=g))
+        for bn in bns.values():
+            bn.momentum = 0.1  # torch's default again
+            noise = torch.randn(bn.num_features, generator=g)
+            bn.running_mean.add_(0.05 * bn.running_var.sqrt() * noise)
+            bn.running_var.mul_(0.95 + 0.1 * torch.rand(bn.num_features, generator=g))
+            bn.num_batches_tracked.fill_(int(torch.randint(1, 10_000, (1,), generator=g)))
+    return model.eval()
