@@ -1,0 +1,569 @@
+"""The ECA model zoo in Keras 3 (official ECA-Nets, timm's ECA-ResNets) and its weight adapter.
+
+Every model is a functional ``keras.Model`` built by walking the framework-free plans of
+:mod:`eca_multi.archs` (the same plans the torch and Flax zoos walk), with ``keras.layers`` and
+``keras.ops`` only, so it runs on the tensorflow, jax and torch Keras backends in either
+``data_format``. Paper: Wang et al., https://arxiv.org/abs/1910.03151.
+
+Layer names: every layer that holds weights is named after its torch module path, the prefix of
+its canonical (``state_dict``) keys, with ``"."`` written as ``"-"``: ``"conv1"``,
+``"layer1-0-bn1"``, ``"layer1-0-eca"`` (timm: ``"layer1-0-se"``), ``"layer2-0-downsample-0"``,
+``"fc"``, ``"features-3-conv-1-0"``, ``"classifier-1"`` (:func:`keras_name` / :func:`torch_path`).
+Keras itself allows dots, but its torch backend keys every variable by ``"<layer name>/<var>"`` in
+a ``torch.nn.ParameterDict``, which refuses ``"."``; torch module names never contain ``"-"``, so
+the mapping is reversible and the same on every backend (a ``.keras`` file moves between them).
+Weightless helpers (padding, activations, adds, pools) get names that map to no ``state_dict``
+prefix (``"conv1-0_pad"``, ``"layer1-0-act1"``, ``"layer1-0-add"``); torch's own activation
+modules keep their torch paths where torch has one (``"conv1-2"``, ``"features-0-2"``).
+
+Example:
+    >>> model = create_model("eca_resnet18", data_format="channels_last")
+    >>> state = export_canonical_model(model)  # torch names and layouts
+    >>> state["layer1.0.eca.conv.weight"].shape
+    (1, 1, 3)
+    >>> load_canonical_model(model, state)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from ..archs import (
+    MobileNetV2Arch,
+    ResNetArch,
+    block_convs,
+    downsample_convs,
+    get_arch,
+    kernel_sizes_from_state,
+    mobilenet_v2_blocks,
+    resnet_blocks,
+    schema,
+    stem_plan,
+)
+from ..weights.layouts import Layout, to_canonical, to_native
+from ..weights.schema import check_state
+from .layer import ECA
+
+__all__ = [
+    "TorchPool2D",
+    "create_model",
+    "export_canonical_model",
+    "keras_name",
+    "load_canonical_model",
+    "load_weights_file",
+    "save_weights_file",
+    "torch_path",
+]
+
+_SEP = "-"  # stands for torch's "." in Keras layer names (see the module docstring)
+
+
+def keras_name(path: str) -> str:
+    """Torch module path -> Keras layer name (``"layer1.0.eca"`` -> ``"layer1-0-eca"``)."""
+    if _SEP in path:
+        raise ValueError(f"torch module path {path!r} contains {_SEP!r}")
+    return path.replace(".", _SEP)
+
+
+def torch_path(name: str) -> str:
+    """Keras layer name -> torch module path; the inverse of :func:`keras_name`."""
+    return name.replace(_SEP, ".")
+
+
+_BN_EPS = 1e-5  # torch BatchNorm2d eps (Keras default: 1e-3)
+_BN_MOMENTUM = 0.9  # torch momentum 0.1 weighs the new batch; Keras' momentum weighs the old value
+# NOTE: in training Keras moves moving_variance toward the biased batch variance, torch toward the
+# unbiased one (factor n / (n - 1)); batch normalisation itself and eval outputs are identical.
+_SUFFIXES = (".weights.h5", ".keras")
+
+
+@keras.saving.register_keras_serializable(package="eca_multi")
+class TorchPool2D(keras.layers.Layer):
+    """torch's 2-D max / average pooling where Keras' ``"same"`` padding differs from it.
+
+    ``mode="max"``: ``nn.MaxPool2d(pool_size, strides, padding)``, padding with -inf on both sides.
+    ``mode="avg_ceil"``: ``nn.AvgPool2d(pool_size, strides, ceil_mode=True,
+    count_include_pad=False)`` (timm's avg-pool downsample), exact for even and odd sizes.
+
+    Args:
+        mode: ``"max"`` or ``"avg_ceil"``.
+        pool_size: window size (square).
+        strides: stride (both axes).
+        padding: symmetric padding of ``"max"`` (torch's ``padding``); must be 0 for ``"avg_ceil"``.
+        data_format: ``"channels_first"`` / ``"channels_last"``; None means
+            ``keras.config.image_data_format()``.
+        **kwargs: base layer arguments (``name``).
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        pool_size: int,
+        strides: int,
+        padding: int = 0,
+        data_format: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if mode not in ("max", "avg_ceil") or (mode == "avg_ceil" and padding):
+            raise ValueError(f"unsupported pooling mode={mode!r} padding={padding!r}")
+        self.mode, self.pool_size, self.strides, self.padding = mode, pool_size, strides, padding
+        self.data_format = data_format or keras.config.image_data_format()
+
+    def _pad(self, x, before: int, after: int, value: float):
+        spatial = [[before, after]] * 2
+        pads = (
+            [[0, 0], [0, 0], *spatial]
+            if self.data_format == "channels_first"
+            else [[0, 0], *spatial, [0, 0]]
+        )
+        return ops.pad(x, pads, constant_values=value)
+
+    def _pool(self, x):
+        pool = ops.max_pool if self.mode == "max" else ops.average_pool
+        return pool(x, self.pool_size, self.strides, "valid", self.data_format)
+
+    def call(self, x):
+        if self.mode == "max":  # torch pads max-pool with -inf (Keras "same" pads asymmetrically)
+            return self._pool(self._pad(x, self.padding, self.padding, -np.inf))
+        # ceil_mode: s - 1 zeros after the end give ceil((n - k) / s) + 1 windows, and the windows
+        # of a padded ones-map count the real elements (count_include_pad=False)
+        s = self.strides - 1
+        axis = 1 if self.data_format == "channels_first" else -1
+        ones = ops.ones_like(ops.take(x[:1], ops.convert_to_tensor([0]), axis=axis))
+        return self._pool(self._pad(x, 0, s, 0.0)) / self._pool(self._pad(ones, 0, s, 0.0))
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        first = self.data_format == "channels_first"
+        n, c = input_shape[0], input_shape[1 if first else -1]
+        dims = input_shape[2:] if first else input_shape[1:3]
+        extra = 2 * self.padding if self.mode == "max" else self.strides - 1
+        out = tuple(
+            None if d is None else (d + extra - self.pool_size) // self.strides + 1 for d in dims
+        )
+        return (n, c, *out) if first else (n, *out, c)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "mode": self.mode,
+            "pool_size": self.pool_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "data_format": self.data_format,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# builders: walk the archs plans
+
+
+def _conv(x, plan, data_format: str):
+    """Bias-free conv with torch's symmetric padding (k - 1) // 2 (a DepthwiseConv2D if grouped)."""
+    pad = (plan.k - 1) // 2
+    padding = "same"  # stride 1, odd k: Keras "same" is symmetric, as torch's padding
+    if plan.stride > 1 and pad:  # Keras/XLA "same" pads stride 2 asymmetrically: pad, then VALID
+        x = layers.ZeroPadding2D(pad, data_format=data_format, name=keras_name(f"{plan.name}_pad"))(
+            x
+        )
+        padding = "valid"
+    common = dict(
+        strides=plan.stride,
+        padding=padding,
+        use_bias=False,
+        data_format=data_format,
+        name=keras_name(plan.name),
+    )
+    if plan.groups == 1:
+        return layers.Conv2D(plan.cout, plan.k, **common)(x)
+    if plan.groups == plan.cin == plan.cout:  # torch groups=C conv: Keras DepthwiseConv2D
+        return layers.DepthwiseConv2D(plan.k, **common)(x)
+    raise ValueError(f"{plan.name}: grouped conv with groups={plan.groups} is not supported")
+
+
+def _bn(x, name: str, data_format: str):
+    axis = 1 if data_format == "channels_first" else -1
+    return layers.BatchNormalization(
+        axis=axis, epsilon=_BN_EPS, momentum=_BN_MOMENTUM, name=keras_name(name)
+    )(x)
+
+
+def _eca(x, name: str, channels: int, k: int, data_format: str):
+    return ECA(channels=channels, kernel_size=k, data_format=data_format, name=keras_name(name))(x)
+
+
+def _resnet_block(x, b, data_format: str):
+    shortcut = x
+    convs = block_convs(b)
+    for i, (conv, bn) in enumerate(convs):
+        x = _bn(_conv(x, conv, data_format), bn, data_format)
+        if i < len(convs) - 1:
+            x = layers.ReLU(name=keras_name(f"{b.prefix}.act{i + 1}"))(x)
+    x = _eca(x, f"{b.prefix}.{b.eca_attr}", b.outplanes, b.k, data_format)  # after the last BN
+    if b.downsample == "avg" and b.stride > 1:  # timm avg_down: AvgPool2d(ceil_mode=True, ...)
+        shortcut = TorchPool2D(
+            "avg_ceil",
+            b.stride,
+            b.stride,
+            data_format=data_format,
+            name=keras_name(f"{b.prefix}.downsample.0"),
+        )(shortcut)
+    for conv, bn in downsample_convs(b):
+        shortcut = _bn(_conv(shortcut, conv, data_format), bn, data_format)
+    x = layers.Add(name=keras_name(f"{b.prefix}.add"))([x, shortcut])
+    return layers.ReLU(name=keras_name(f"{b.prefix}.act_out"))(x)
+
+
+def _resnet(inputs, arch: ResNetArch, num_classes: int, kernel_sizes, data_format: str):
+    stem, _ = stem_plan(arch)
+    x = inputs
+    for i, (kind, item) in enumerate(stem):
+        if kind == "conv":
+            x = _conv(x, item, data_format)
+        elif kind == "bn":
+            x = _bn(x, item, data_format)
+        else:  # the deep stem's ReLUs are torch modules conv1.2 and conv1.5
+            x = layers.ReLU(name=keras_name(f"conv1.{i}"))(x)
+    x = layers.ReLU(name="relu")(x)
+    x = TorchPool2D("max", 3, 2, 1, data_format=data_format, name="maxpool")(x)
+    for b in resnet_blocks(arch, kernel_sizes):
+        x = _resnet_block(x, b, data_format)
+    x = layers.GlobalAveragePooling2D(data_format=data_format, name="avgpool")(x)
+    return layers.Dense(num_classes, name="fc")(x)
+
+
+def _mobilenet_v2(inputs, arch: MobileNetV2Arch, num_classes: int, kernel_sizes, data_format):
+    from ..archs import ConvPlan
+
+    def conv_bn_relu6(x, conv, bn):
+        x = _bn(_conv(x, conv, data_format), bn, data_format)
+        return layers.ReLU(max_value=6.0, name=keras_name(f"{conv.name[:-2]}.2"))(
+            x
+        )  # torch ReLU6 module
+
+    x = conv_bn_relu6(inputs, ConvPlan("features.0.0", 3, arch.input_channel, 3, 2), "features.0.1")
+    blocks = mobilenet_v2_blocks(arch, kernel_sizes)
+    for b in blocks:
+        shortcut = x
+        for conv, bn, relu6 in b.convs():
+            x = (
+                conv_bn_relu6(x, conv, bn)
+                if relu6
+                else _bn(_conv(x, conv, data_format), bn, data_format)
+            )
+        x = _eca(x, b.eca_prefix, b.oup, b.k, data_format)  # after the projection BN
+        if b.use_res:
+            x = layers.Add(name=keras_name(f"features.{b.index}.add"))([shortcut, x])
+    last = len(blocks) + 1
+    x = conv_bn_relu6(
+        x,
+        ConvPlan(f"features.{last}.0", blocks[-1].oup, arch.last_channel, 1),
+        f"features.{last}.1",
+    )
+    x = layers.GlobalAveragePooling2D(data_format=data_format, name="avgpool")(x)
+    x = layers.Dropout(arch.dropout, name=keras_name("classifier.0"))(x)
+    return layers.Dense(num_classes, name=keras_name("classifier.1"))(x)
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    kernel_sizes: tuple[int, ...] | Mapping[int, int] | None = None,
+    data_format: str | None = None,
+    input_shape: tuple | None = None,
+) -> keras.Model:
+    """Build an architecture of :data:`eca_multi.archs.ARCHS` as a functional Keras model.
+
+    Args:
+        name: architecture name, e.g. ``"eca_resnet50"``, ``"eca_mobilenet_v2"``,
+            ``"ecaresnet50d"``.
+        num_classes: classifier width (default: the architecture's, 1000).
+        kernel_sizes: ECA kernel sizes: per stage for ResNets (official default: the published
+            ones; timm: its rule), ``{block index: k}`` for MobileNetV2. Read them from a
+            checkpoint with :func:`eca_multi.archs.kernel_sizes_from_state`.
+        data_format: ``"channels_first"`` or ``"channels_last"``; None means
+            ``keras.config.image_data_format()``.
+        input_shape: input shape without the batch axis; default 3 channels, any spatial size.
+
+    Returns:
+        A ``keras.Model`` named ``name`` whose weighted layers carry torch module paths
+        (:func:`keras_name`).
+
+    NOTE: Keras maps a functional graph recursively and ecaresnet269d is deeper than Python's
+    default recursion limit allows; this function (and :func:`load_weights_file`) raise the limit
+    while they build. Loading its ``.keras`` file with ``keras.saving.load_model`` directly needs
+    ``sys.setrecursionlimit(20_000)`` first.
+    """
+    arch = get_arch(name)
+    data_format = data_format or keras.config.image_data_format()
+    if data_format not in ("channels_first", "channels_last"):
+        raise ValueError(
+            f"data_format must be 'channels_first' or 'channels_last', got {data_format!r}"
+        )
+    if input_shape is None:
+        input_shape = (3, None, None) if data_format == "channels_first" else (None, None, 3)
+    num_classes = arch.num_classes if num_classes is None else num_classes
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    build = _mobilenet_v2 if isinstance(arch, MobileNetV2Arch) else _resnet
+    outputs = build(inputs, arch, num_classes, kernel_sizes, data_format)
+    with _recursion_limit():
+        return keras.Model(inputs, outputs, name=name)
+
+
+@contextlib.contextmanager
+def _recursion_limit(limit: int = 20_000):
+    """Keras maps a functional graph recursively: ecaresnet269d is ~1,300 layers deep."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+# ---------------------------------------------------------------------------------------------
+# canonical weights
+
+_BN_VARS = (
+    ("weight", "gamma"),
+    ("bias", "beta"),
+    ("running_mean", "moving_mean"),
+    ("running_var", "moving_variance"),
+)
+
+
+def _variables(model: keras.Model) -> dict[str, tuple[Any, Layout]]:
+    """Canonical name -> (Keras variable, layout), walking the model's weighted layers."""
+    table: dict[str, tuple[Any, Layout]] = {}
+    for layer in model.layers:
+        n = torch_path(layer.name)
+        if isinstance(layer, layers.DepthwiseConv2D):
+            table[f"{n}.weight"] = (layer.kernel, Layout.DEPTHWISE)  # torch (C,1,kh,kw)
+        elif isinstance(layer, layers.Conv2D):
+            table[f"{n}.weight"] = (layer.kernel, Layout.CONV2D)
+        elif isinstance(layer, layers.BatchNormalization):
+            for torch_name, attr in _BN_VARS:
+                table[f"{n}.{torch_name}"] = (getattr(layer, attr), Layout.NONE)
+        elif isinstance(layer, layers.Dense):
+            table[f"{n}.weight"] = (layer.kernel, Layout.LINEAR)
+            table[f"{n}.bias"] = (layer.bias, Layout.NONE)
+        elif isinstance(layer, ECA):
+            table[f"{n}.conv.weight"] = (layer.kernel, Layout.CONV1D)
+        elif layer.weights:
+            raise TypeError(
+                f"layer {n!r} ({type(layer).__name__}) has weights but no canonical mapping"
+            )
+    return table
+
+
+def _head(name: str) -> str:
+    return "classifier.1" if isinstance(get_arch(name), MobileNetV2Arch) else "fc"
+
+
+def _model_schema(model: keras.Model, name: str | None):
+    """The archs schema of the model's own configuration (classes and ECA kernel sizes)."""
+    name = name or model.name
+    head = _head(name)
+    eca = {
+        f"{torch_path(la.name)}.conv.weight": np.zeros((1, 1, la.config.kernel_size))
+        for la in model.layers
+        if isinstance(la, ECA)
+    }
+    try:
+        num_classes = model.get_layer(keras_name(head)).units
+        ks = kernel_sizes_from_state(name, eca)
+    except ValueError as e:
+        raise ValueError(f"the Keras model {model.name!r} is not a {name}: {e}") from None
+    want = schema(name, num_classes, ks)
+    have = _variables(model)
+    extra = set(have) ^ {n for n in want if not n.endswith("num_batches_tracked")}
+    if extra:
+        raise ValueError(
+            f"the Keras model {model.name!r} is not a {name}; differing weights: "
+            f"{', '.join(sorted(extra))}"
+        )
+    return name, ks, want, have
+
+
+def export_canonical_model(model: keras.Model, name: str | None = None) -> dict[str, np.ndarray]:
+    """The model's weights as canonical tensors (torch names and layouts, archs schema order).
+
+    BatchNorm ``num_batches_tracked`` is written as ``np.array(0, int64)`` so the result loads
+    into the torch / timm model with ``load_state_dict(strict=True)``.
+
+    Args:
+        model: a model from :func:`create_model` (or loaded from its files).
+        name: architecture name; default ``model.name``.
+    """
+    _, _, want, have = _model_schema(model, name)
+    out = {}
+    for key in want:
+        if key.endswith("num_batches_tracked"):  # Keras keeps no step counter
+            out[key] = np.array(0, dtype=np.int64)
+            continue
+        var, layout = have[key]
+        out[key] = to_canonical(np.asarray(ops.convert_to_numpy(var), dtype=np.float32), layout)
+    return out
+
+
+def load_canonical_model(
+    model: keras.Model,
+    state: Mapping[str, np.ndarray],
+    name: str | None = None,
+    strict: bool = True,
+) -> None:
+    """Load canonical tensors (torch names and layouts) into ``model``, in place.
+
+    The target is walked layer by layer; every tensor is fetched by canonical name, its exact
+    shape checked against :func:`eca_multi.archs.schema` of the model's configuration (so an ECA
+    kernel of another size than the model's is an error; build the model from the checkpoint
+    with ``kernel_sizes=kernel_sizes_from_state(name, state)`` instead) and converted with
+    :mod:`eca_multi.weights.layouts`. ``num_batches_tracked`` entries are checked and dropped.
+
+    Args:
+        model: a model from :func:`create_model`.
+        state: canonical name -> array.
+        name: architecture name; default ``model.name``.
+        strict: refuse missing and unexpected keys (shapes are always checked).
+
+    Raises:
+        WeightMismatchError: listing every missing, unexpected and mis-shaped key at once.
+    """
+    name, ks, want, have = _model_schema(model, name)
+    check_state(want, state, strict=strict, where=f"Keras {name} (ECA kernel sizes {ks})")
+    for key, (var, layout) in have.items():
+        if key in state:
+            var.assign(to_native(np.asarray(state[key]), layout).astype(var.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras files
+
+
+def _suffix(path: Path) -> str:
+    for suffix in _SUFFIXES:
+        if path.name.endswith(suffix):
+            return suffix
+    raise ValueError(f"{path}: a Keras weight file must end with .weights.h5 or .keras")
+
+
+def save_weights_file(model: keras.Model, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Save ``model`` as ``.weights.h5`` (weights) or ``.keras`` (whole model), atomically.
+
+    The file is written to a temp name in the target folder, then renamed over ``path``.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        ValueError: an unsupported suffix.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        if suffix == ".keras":
+            model.save(tmp, overwrite=True)
+        else:
+            model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _h5_kernel_sizes(path: Path, name: str):
+    """ECA kernel sizes stored in a ``.weights.h5`` file (k is read from the kernels' shapes).
+
+    Keras files a model's layers by class and order (``layers/eca``, ``layers/eca_1`` ...), not by
+    layer name; the ECA layers of our models come in plan order, the order of the schema's keys.
+    """
+    import h5py
+
+    keys = [key for key, (_, layout) in schema(name).items() if layout is Layout.CONV1D]
+    state = {}
+    with h5py.File(path, "r") as f:
+        for i, key in enumerate(keys):
+            kernel = f.get(f"layers/eca{f'_{i}' if i else ''}/vars/0")
+            if kernel is not None:
+                state[key] = to_canonical(np.zeros(kernel.shape), Layout.CONV1D)
+    return kernel_sizes_from_state(name, state)
+
+
+def load_weights_file(
+    path: str | os.PathLike,
+    name: str,
+    num_classes: int | None = None,
+    kernel_sizes: tuple[int, ...] | Mapping[int, int] | None = None,
+    data_format: str | None = None,
+) -> keras.Model:
+    """Load a model saved by :func:`save_weights_file`.
+
+    ``.keras`` archives load with ``keras.saving.load_model`` (the ECA and pooling layers are
+    registered); if ``num_classes``, ``kernel_sizes`` or ``data_format`` is given, a model of that
+    configuration is built and the archive's weights are moved into it through the canonical
+    format (strictly). ``.weights.h5`` files load into ``create_model(...)``; ECA kernel sizes
+    default to the ones stored in the file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a model of ``name`` or does not fit the requested
+            configuration (including a :class:`~eca_multi.weights.WeightMismatchError`).
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no Keras weight file at {path}")
+    if suffix == ".keras":
+        try:
+            with _recursion_limit():
+                loaded = keras.saving.load_model(path)
+        except Exception as e:  # zip / h5 / config errors from deep inside Keras
+            raise ValueError(f"{path} is not a readable .keras archive ({e})") from e
+        if loaded.name != name:
+            raise ValueError(f"{path} holds a {loaded.name!r} model, not {name!r}")
+        if num_classes is None and kernel_sizes is None and data_format is None:
+            return loaded
+        _, stored, want, _ = _model_schema(loaded, name)
+        num_classes = want[f"{_head(name)}.bias"][0][0] if num_classes is None else num_classes
+        model = create_model(
+            name, num_classes, stored if kernel_sizes is None else kernel_sizes, data_format
+        )
+        load_canonical_model(model, export_canonical_model(loaded))
+        return model
+    try:
+        stored = _h5_kernel_sizes(path, name)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable {name} .weights.h5 file ({e})") from e
+    if kernel_sizes is not None and _as_key(kernel_sizes) != _as_key(stored):
+        raise ValueError(
+            f"{path}: ECA kernel sizes {stored} in the file differ from the requested "
+            f"{kernel_sizes}"
+        )
+    model = create_model(name, num_classes, stored, data_format)
+    try:
+        with warnings.catch_warnings():  # a failed load also warns about Functional internals
+            warnings.filterwarnings("ignore", message="Skipping nested container")
+            model.load_weights(path)
+    except Exception as e:  # a shape or structure mismatch raised deep inside Keras
+        raise ValueError(f"{path} does not fit a Keras {name} ({e})") from e
+    return model
+
+
+def _as_key(kernel_sizes):
+    return dict(kernel_sizes) if isinstance(kernel_sizes, Mapping) else tuple(kernel_sizes)
