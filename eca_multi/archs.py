@@ -63,8 +63,13 @@ class MobileNetV2Arch:
     name: str
     family: str = "official"
     setting: tuple[tuple[int, int, int, int], ...] = (
-        (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-        (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
     )  # (expand t, out c, repeats n, stride s)
     small_k: int = 1
     large_k: int = 3
@@ -87,17 +92,22 @@ ARCHS: dict[str, ResNetArch | MobileNetV2Arch] = {
         ResNetArch("eca_resnet152", _OFF, "bottleneck", (3, 8, 36, 3), (3, 3, 5, 7)),
         MobileNetV2Arch("eca_mobilenet_v2"),
         # timm: kernel from the rule with min 3, ECA under the attribute "se"
-        ResNetArch("ecaresnetlight", _TIMM, "bottleneck", (1, 1, 11, 3), None, "plain", 32,
-                   True, "se"),
-        ResNetArch("ecaresnet26t", _TIMM, "bottleneck", (2, 2, 2, 2), None, "deep_tiered", 32,
-                   True, "se"),
+        ResNetArch(
+            "ecaresnetlight", _TIMM, "bottleneck", (1, 1, 11, 3), None, "plain", 32, True, "se"
+        ),
+        ResNetArch(
+            "ecaresnet26t", _TIMM, "bottleneck", (2, 2, 2, 2), None, "deep_tiered", 32, True, "se"
+        ),
         ResNetArch("ecaresnet50d", _TIMM, "bottleneck", (3, 4, 6, 3), None, "deep", 32, True, "se"),
-        ResNetArch("ecaresnet50t", _TIMM, "bottleneck", (3, 4, 6, 3), None, "deep_tiered", 32,
-                   True, "se"),
-        ResNetArch("ecaresnet101d", _TIMM, "bottleneck", (3, 4, 23, 3), None, "deep", 32, True,
-                   "se"),
-        ResNetArch("ecaresnet269d", _TIMM, "bottleneck", (3, 30, 48, 8), None, "deep", 32, True,
-                   "se"),
+        ResNetArch(
+            "ecaresnet50t", _TIMM, "bottleneck", (3, 4, 6, 3), None, "deep_tiered", 32, True, "se"
+        ),
+        ResNetArch(
+            "ecaresnet101d", _TIMM, "bottleneck", (3, 4, 23, 3), None, "deep", 32, True, "se"
+        ),
+        ResNetArch(
+            "ecaresnet269d", _TIMM, "bottleneck", (3, 30, 48, 8), None, "deep", 32, True, "se"
+        ),
     )
 }
 
@@ -154,11 +164,16 @@ def stem_plan(arch: ResNetArch) -> tuple[list[tuple[str, ConvPlan | str]], int]:
         return [("conv", ConvPlan("conv1", 3, inplanes, 7, 2)), ("bn", "bn1")], inplanes
     inplanes = arch.stem_width * 2
     w = arch.stem_width
-    c0, c1 = ((3 * (w // 4), w) if arch.stem == "deep_tiered" else (w, w))
+    c0, c1 = (3 * (w // 4), w) if arch.stem == "deep_tiered" else (w, w)
     return [
-        ("conv", ConvPlan("conv1.0", 3, c0, 3, 2)), ("bn", "conv1.1"), ("relu", ""),
-        ("conv", ConvPlan("conv1.3", c0, c1, 3, 1)), ("bn", "conv1.4"), ("relu", ""),
-        ("conv", ConvPlan("conv1.6", c1, inplanes, 3, 1)), ("bn", "bn1"),
+        ("conv", ConvPlan("conv1.0", 3, c0, 3, 2)),
+        ("bn", "conv1.1"),
+        ("relu", ""),
+        ("conv", ConvPlan("conv1.3", c0, c1, 3, 1)),
+        ("bn", "conv1.4"),
+        ("relu", ""),
+        ("conv", ConvPlan("conv1.6", c1, inplanes, 3, 1)),
+        ("bn", "bn1"),
     ], inplanes
 
 
@@ -167,7 +182,7 @@ def resnet_blocks(arch: ResNetArch, kernel_sizes: tuple[int, ...] | None = None)
     ks = kernel_sizes or arch.kernel_sizes
     _, inplanes = stem_plan(arch)
     plans = []
-    for stage, (planes, n) in enumerate(zip((64, 128, 256, 512), arch.layers)):
+    for stage, (planes, n) in enumerate(zip((64, 128, 256, 512), arch.layers, strict=True)):
         stride = 1 if stage == 0 else 2
         out = planes * arch.expansion
         k = ks[stage] if ks is not None else rule_kernel_size(out, min_size=3)
@@ -176,8 +191,19 @@ def resnet_blocks(arch: ResNetArch, kernel_sizes: tuple[int, ...] | None = None)
             ds = None
             if i == 0 and (s != 1 or inplanes != out):
                 ds = "avg" if arch.avg_down else "conv"
-            plans.append(BlockPlan(f"layer{stage + 1}.{i}", arch.block, inplanes, planes, out, s,
-                                   ds, k, arch.eca_attr))
+            plans.append(
+                BlockPlan(
+                    f"layer{stage + 1}.{i}",
+                    arch.block,
+                    inplanes,
+                    planes,
+                    out,
+                    s,
+                    ds,
+                    k,
+                    arch.eca_attr,
+                )
+            )
             inplanes = out
     return plans
 
@@ -186,21 +212,33 @@ def block_convs(b: BlockPlan) -> list[tuple[ConvPlan, str]]:
     """(conv, its BatchNorm's name) of a block's main path, in order."""
     p = b.prefix
     if b.block == "basic":
-        return [(ConvPlan(f"{p}.conv1", b.inplanes, b.planes, 3, b.stride), f"{p}.bn1"),
-                (ConvPlan(f"{p}.conv2", b.planes, b.planes, 3), f"{p}.bn2")]
-    return [(ConvPlan(f"{p}.conv1", b.inplanes, b.planes, 1), f"{p}.bn1"),
-            (ConvPlan(f"{p}.conv2", b.planes, b.planes, 3, b.stride), f"{p}.bn2"),
-            (ConvPlan(f"{p}.conv3", b.planes, b.outplanes, 1), f"{p}.bn3")]
+        return [
+            (ConvPlan(f"{p}.conv1", b.inplanes, b.planes, 3, b.stride), f"{p}.bn1"),
+            (ConvPlan(f"{p}.conv2", b.planes, b.planes, 3), f"{p}.bn2"),
+        ]
+    return [
+        (ConvPlan(f"{p}.conv1", b.inplanes, b.planes, 1), f"{p}.bn1"),
+        (ConvPlan(f"{p}.conv2", b.planes, b.planes, 3, b.stride), f"{p}.bn2"),
+        (ConvPlan(f"{p}.conv3", b.planes, b.outplanes, 1), f"{p}.bn3"),
+    ]
 
 
 def downsample_convs(b: BlockPlan) -> list[tuple[ConvPlan, str]]:
     if b.downsample is None:
         return []
     if b.downsample == "conv":
-        return [(ConvPlan(f"{b.prefix}.downsample.0", b.inplanes, b.outplanes, 1, b.stride),
-                 f"{b.prefix}.downsample.1")]
-    return [(ConvPlan(f"{b.prefix}.downsample.1", b.inplanes, b.outplanes, 1),
-             f"{b.prefix}.downsample.2")]
+        return [
+            (
+                ConvPlan(f"{b.prefix}.downsample.0", b.inplanes, b.outplanes, 1, b.stride),
+                f"{b.prefix}.downsample.1",
+            )
+        ]
+    return [
+        (
+            ConvPlan(f"{b.prefix}.downsample.1", b.inplanes, b.outplanes, 1),
+            f"{b.prefix}.downsample.2",
+        )
+    ]
 
 
 @dataclass(frozen=True)
@@ -226,8 +264,13 @@ class InvertedResidualPlan:
         if self.expand != 1:
             out.append((ConvPlan(f"{p}.0.0", self.inp, self.hidden, 1), f"{p}.0.1", True))
             j = 1
-        out.append((ConvPlan(f"{p}.{j}.0", self.hidden, self.hidden, 3, self.stride, self.hidden),
-                    f"{p}.{j}.1", True))
+        out.append(
+            (
+                ConvPlan(f"{p}.{j}.0", self.hidden, self.hidden, 3, self.stride, self.hidden),
+                f"{p}.{j}.1",
+                True,
+            )
+        )
         out.append((ConvPlan(f"{p}.{j + 1}", self.hidden, self.oup, 1), f"{p}.{j + 2}", False))
         return out
 
@@ -236,8 +279,9 @@ class InvertedResidualPlan:
         return f"features.{self.index}.conv.{4 if self.expand != 1 else 3}"
 
 
-def mobilenet_v2_blocks(arch: MobileNetV2Arch,
-                        kernel_sizes: dict[int, int] | None = None) -> list[InvertedResidualPlan]:
+def mobilenet_v2_blocks(
+    arch: MobileNetV2Arch, kernel_sizes: dict[int, int] | None = None
+) -> list[InvertedResidualPlan]:
     """The inverted residuals (features.1 ... features.17); ``kernel_sizes`` maps index -> k."""
     plans, inp, idx = [], arch.input_channel, 1
     for t, c, n, s in arch.setting:
@@ -245,8 +289,9 @@ def mobilenet_v2_blocks(arch: MobileNetV2Arch,
             k = arch.small_k if c <= arch.k_threshold else arch.large_k
             if kernel_sizes is not None:
                 k = kernel_sizes[idx]
-            plans.append(InvertedResidualPlan(idx, inp, c, s if i == 0 else 1, t,
-                                              int(round(inp * t)), k))
+            plans.append(
+                InvertedResidualPlan(idx, inp, c, s if i == 0 else 1, t, int(round(inp * t)), k)
+            )
             inp, idx = c, idx + 1
     return plans
 

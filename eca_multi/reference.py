@@ -194,9 +194,7 @@ class ECA:
 
     def _kw(self) -> dict:
         c = self.config
-        return dict(
-            padding=c.padding, gate=c.gate, data_format=c.data_format, channels=c.channels
-        )
+        return dict(padding=c.padding, gate=c.gate, data_format=c.data_format, channels=c.channels)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return forward(x, self.weight, **self._kw())

@@ -17,8 +17,9 @@ before its forward pass, so argument handling and error text are identical every
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -164,7 +165,8 @@ def make_config(
     """Validate ECA constructor arguments and resolve the kernel size.
 
     An explicit ``kernel_size`` wins (as in the official ECA-Net code, which passes k per stage);
-    otherwise ``channels`` is required and k comes from :func:`kernel_size` with ``min_kernel_size``.
+    otherwise ``channels`` is required and k comes from :func:`kernel_size` with
+    ``min_kernel_size``.
     ``channels=None`` with an explicit kernel size accepts any channel count at call time.
 
     Raises:
@@ -184,10 +186,14 @@ def make_config(
         k = _check_int("kernel_size", kernel_size, minimum=1, odd=True)
         kernel_size = k
     elif channels is None:
-        raise ValueError("ECA needs channels (to derive the kernel size) or an explicit kernel_size")
+        raise ValueError(
+            "ECA needs channels (to derive the kernel size) or an explicit kernel_size"
+        )
     else:
         k = _rule_kernel_size(channels, gamma, b, min_kernel_size)
-    return ECAConfig(channels, k, gamma, b, min_kernel_size, padding, gate, data_format, kernel_size)
+    return ECAConfig(
+        channels, k, gamma, b, min_kernel_size, padding, gate, data_format, kernel_size
+    )
 
 
 def check_input(

@@ -27,8 +27,14 @@ BAD_CONSTRUCTOR = [
 BAD_INPUTS = [
     ("rank2", dict(channels=8), (2, 8), "float32", ValueError, "rank >= 3"),
     ("rank1", dict(channels=8), (8,), "float32", ValueError, "rank >= 3"),
-    ("channel_mismatch", dict(channels=8), (2, 6, 4, 4), "float32", ValueError,
-     "built for 8 channels but the input has 6"),
+    (
+        "channel_mismatch",
+        dict(channels=8),
+        (2, 6, 4, 4),
+        "float32",
+        ValueError,
+        "built for 8 channels but the input has 6",
+    ),
     ("int_input", dict(channels=8), (2, 8, 4, 4), "int32", TypeError, "floating-point"),
     ("zero_spatial", dict(channels=8), (2, 8, 0, 4), "float32", ValueError, "zero-size spatial"),
 ]
@@ -78,3 +84,47 @@ def reference_outputs(ex: dict) -> dict:
     y = reference.forward(ex["x"], ex["w"], **kw)
     dx, dw = reference.backward(ex["x"], ex["w"], ex["g"], **kw)
     return {"y": y, "dx": dx, "dw": dw}
+
+
+def read_through_source_file(name: str, state: dict) -> dict:
+    """Save a torch state (NumPy arrays) in the architecture's real checkpoint format and read it
+    back through the porting reader (content detection, weights_only loading, 'module.' strip):
+
+    official family -> the authors' ``.pth.tar`` (torch.save of {'epoch', 'arch', 'state_dict'
+    with 'module.' keys, 'best_prec1', 'optimizer'}); timm -> ``model.safetensors``.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    import torch
+
+    from eca_multi import archs
+    from eca_multi.weights.sources import read_source
+
+    tensors = {k: torch.from_numpy(np.asarray(v, order="C")) for k, v in state.items()}
+    folder = tempfile.mkdtemp(prefix="source-")
+    try:
+        if archs.get_arch(name).family == "timm":
+            from safetensors.torch import save_file
+
+            path = os.path.join(folder, "model.safetensors")
+            save_file(tensors, path)
+        else:
+            path = os.path.join(folder, f"{name}_checkpoint.pth.tar")
+            torch.save(
+                {
+                    "epoch": 90,
+                    "arch": name,
+                    "best_prec1": 77.4,
+                    "optimizer": {},
+                    "state_dict": {f"module.{k}": v for k, v in tensors.items()},
+                },
+                path,
+            )
+        canonical, info = read_source(path, name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    expected = "safetensors" if archs.get_arch(name).family == "timm" else "official"
+    assert info["format"] == expected, f"{name}: detected {info['format']}, expected {expected}"
+    return canonical

@@ -10,8 +10,9 @@ from conftest import require_backend
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "eca_multi.cli", *args], capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "eca_multi.cli", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_kernel_size_command():
@@ -33,8 +34,9 @@ def test_goldens_check_command():
 def test_conformance_command_prints_matrix_and_json(tmp_path):
     require_backend("torch")
     path = tmp_path / "r.json"
-    out = _cli("conformance", "--backends", "torch", "--cases", "c8_k3,bf16_c64_k3",
-               "--json", str(path))
+    out = _cli(
+        "conformance", "--backends", "torch", "--cases", "c8_k3,bf16_c64_k3", "--json", str(path)
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "c8_k3" in out.stdout and "torch" in out.stdout and "2 passed, 0 failed" in out.stdout
     data = json.loads(path.read_text())

@@ -13,8 +13,11 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 def test_tolerance_table_matches_the_code():
-    m = re.search(r"<!-- tolerance-table.*?-->\n\|.*?\|\n\|.*?\|\n(.*?)\n<!-- /tolerance-table -->",
-                  README, re.S)
+    m = re.search(
+        r"<!-- tolerance-table.*?-->\n\|.*?\|\n\|.*?\|\n(.*?)\n<!-- /tolerance-table -->",
+        README,
+        re.S,
+    )
     assert m, "tolerance table markers missing from README"
     assert m.group(1) == markdown_rows(), "README tolerance table differs from tolerances.py"
 

@@ -33,12 +33,15 @@ def _numeric_grads(x, w, g, kw, eps=1e-6):
 
 
 @pytest.mark.parametrize("padding,gate,data_format", OPTIONS)
-@pytest.mark.parametrize("shape_cf,k", [((2, 5, 3, 4), 3), ((2, 3, 4), 5), ((1, 4, 2, 3, 2), 7),
-                                        ((2, 6, 3), 1), ((1, 1, 3), 3)])
+@pytest.mark.parametrize(
+    "shape_cf,k",
+    [((2, 5, 3, 4), 3), ((2, 3, 4), 5), ((1, 4, 2, 3, 2), 7), ((2, 6, 3), 1), ((1, 1, 3), 3)],
+)
 def test_backward_matches_finite_differences(padding, gate, data_format, shape_cf, k):
     rng = np.random.default_rng(k * 100 + len(shape_cf))
-    shape = shape_cf if data_format == "channels_first" else (
-        shape_cf[0], *shape_cf[2:], shape_cf[1])
+    shape = (
+        shape_cf if data_format == "channels_first" else (shape_cf[0], *shape_cf[2:], shape_cf[1])
+    )
     x, g = rng.normal(size=shape), rng.normal(size=shape)
     w = rng.normal(size=(1, 1, k))
     kw = dict(padding=padding, gate=gate, data_format=data_format)
@@ -107,8 +110,9 @@ def test_empty_batch_and_nan():
     assert list(np.flatnonzero(nan_channels)) == [1, 2, 3]
 
 
-@pytest.mark.parametrize("name,kwargs,shape,dtype,exc,match", BAD_INPUTS,
-                         ids=[b[0] for b in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "name,kwargs,shape,dtype,exc,match", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
+)
 def test_bad_inputs(name, kwargs, shape, dtype, exc, match):
     x = np.zeros(shape, dtype=dtype)
     with pytest.raises(exc, match=match):

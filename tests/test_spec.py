@@ -52,7 +52,9 @@ def test_channels_optional_with_explicit_k():
     check_input(cfg, (2, 123, 4, 4), is_floating=True, dtype="float32", backend="t")
 
 
-@pytest.mark.parametrize("name,kwargs,exc,match", BAD_CONSTRUCTOR, ids=[b[0] for b in BAD_CONSTRUCTOR])
+@pytest.mark.parametrize(
+    "name,kwargs,exc,match", BAD_CONSTRUCTOR, ids=[b[0] for b in BAD_CONSTRUCTOR]
+)
 def test_bad_constructor(name, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         make_config(**kwargs)

@@ -27,14 +27,24 @@ class Backend:
     note: str = ""
 
 
-_T, _K, _F = "eca_multi.torch._conformance", "eca_multi.keras._conformance", "eca_multi.flax._conformance"
+_T, _K, _F = (
+    "eca_multi.torch._conformance",
+    "eca_multi.keras._conformance",
+    "eca_multi.flax._conformance",
+)
 
 BACKENDS: tuple[Backend, ...] = (
     Backend("torch", _T, "eager", "torch"),
     Backend("torch-compile", _T, "compile", "torch", note="torch.compile(fullgraph=True), fwd+bwd"),
     Backend("keras-tensorflow", _K, "eager", "keras-tensorflow", {"KERAS_BACKEND": "tensorflow"}),
-    Backend("keras-tensorflow-jit", _K, "jit", "keras-tensorflow", {"KERAS_BACKEND": "tensorflow"},
-            "XLA: jit_compile=True"),
+    Backend(
+        "keras-tensorflow-jit",
+        _K,
+        "jit",
+        "keras-tensorflow",
+        {"KERAS_BACKEND": "tensorflow"},
+        "XLA: jit_compile=True",
+    ),
     Backend("keras-jax", _K, "eager", "keras-jax", {"KERAS_BACKEND": "jax"}),
     Backend("keras-jax-jit", _K, "jit", "keras-jax", {"KERAS_BACKEND": "jax"}, "jax.jit"),
     Backend("keras-torch", _K, "eager", "keras-torch", {"KERAS_BACKEND": "torch"}),

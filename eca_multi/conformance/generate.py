@@ -7,7 +7,8 @@ reference's outputs). Files are written byte-deterministically (fixed zip timest
 
     python -m eca_multi.conformance.generate           # regenerate (refuses to change files
                                                        # unless --force)
-    python -m eca_multi.conformance.generate --check   # verify manifest and that goldens are current
+    python -m eca_multi.conformance.generate --check   # verify the manifest and that goldens
+                                                       # are current
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _asymmetric_kernel(rng: np.random.Generator, k: int) -> np.ndarray:
 
 
 def _saturating(rng: np.random.Generator, case: Case) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs whose gate is flat in every channel, so no finite-precision backend is ill-conditioned.
+    """Inputs whose gate is flat in every channel (no backend is ill-conditioned there).
 
     Each (n, c) slice is ``A * (+-1) + N(0, 1)`` (A = x_scale) and the kernel has a dominant
     centre tap (|w_centre| >= 0.8, sum of the other |w| < 0.6, still asymmetric), hence
@@ -92,8 +93,9 @@ def make_golden(case: Case) -> dict[str, np.ndarray]:
     x = round_to_dtype(x, case.dtype)
     w = round_to_dtype(w, "float32").reshape(1, 1, case.k)
     g = round_to_dtype(rng.standard_normal(case.shape), case.dtype)
-    kw = dict(padding=case.padding, gate=case.gate, data_format=case.data_format,
-              channels=case.channels)
+    kw = dict(
+        padding=case.padding, gate=case.gate, data_format=case.data_format, channels=case.channels
+    )
     y = reference.forward(x, w, **kw)
     dx, dw = reference.backward(x, w, g, **kw)
     return {"x": x, "w": w, "g": g, "y": y, "dx": dx, "dw": dw}
@@ -107,8 +109,9 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             arr = io.BytesIO()
-            np.lib.format.write_array(arr, np.ascontiguousarray(arrays[name], dtype=np.float64),
-                                      allow_pickle=False)
+            np.lib.format.write_array(
+                arr, np.ascontiguousarray(arrays[name], dtype=np.float64), allow_pickle=False
+            )
             zf.writestr(info, arr.getvalue())
     return buf.getvalue()
 
@@ -118,7 +121,8 @@ def load_golden(case_id: str, goldens_dir: str | Path | None = None) -> dict[str
     path = Path(goldens_dir or GOLDENS_DIR) / f"{case_id}.npz"
     if not path.is_file():
         raise FileNotFoundError(
-            f"no golden for case {case_id!r} at {path}; run python -m eca_multi.conformance.generate"
+            f"no golden for case {case_id!r} at {path}; "
+            "run python -m eca_multi.conformance.generate"
         )
     with np.load(path, allow_pickle=False) as z:
         return {name: z[name] for name in ARRAYS}
@@ -140,8 +144,11 @@ def write_goldens(goldens_dir: Path = GOLDENS_DIR, *, force: bool = False) -> li
                 raise FileExistsError(f"golden {path} would change; pass --force to rewrite it")
             atomic_write_bytes(path, data, overwrite=True)
             changed.append(case.id)
-        manifest[case.id] = {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(),
-                             "case": case.to_dict()}
+        manifest[case.id] = {
+            "file": path.name,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "case": case.to_dict(),
+        }
     for stale in set(p.stem for p in goldens_dir.glob("*.npz")) - set(manifest):
         (goldens_dir / f"{stale}.npz").unlink()
         changed.append(stale)
@@ -194,8 +201,9 @@ def check_goldens(goldens_dir: str | Path | None = None, *, regenerate: bool = T
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eca_multi.conformance.generate",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m eca_multi.conformance.generate", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--check", action="store_true", help="verify instead of writing")
     p.add_argument("--force", action="store_true", help="rewrite goldens whose bytes change")
     p.add_argument("--dir", type=Path, default=GOLDENS_DIR, help="goldens folder")

@@ -46,8 +46,15 @@ def run_group(
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="eca-conformance-") as tmp:
         out = Path(tmp) / "results.json"
-        cmd = [sys.executable, "-m", "eca_multi.conformance.worker",
-               "--backends", ",".join(b.name for b in backends), "--json", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "eca_multi.conformance.worker",
+            "--backends",
+            ",".join(b.name for b in backends),
+            "--json",
+            str(out),
+        ]
         if cases is not None:
             cmd += ["--cases", ",".join(c.id for c in cases)]
         if goldens_dir is not None:
@@ -57,8 +64,14 @@ def run_group(
             tail = (proc.stdout + proc.stderr)[-3000:]
             msg = f"worker for {backends[0].group} exited {proc.returncode}: {tail}"
             cs = cases if cases is not None else CASES
-            return {"results": [{"backend": b.name, "case": c.id, "status": "error", "ok": False,
-                                 "error": msg} for b in backends for c in cs], "env": {}}
+            return {
+                "results": [
+                    {"backend": b.name, "case": c.id, "status": "error", "ok": False, "error": msg}
+                    for b in backends
+                    for c in cs
+                ],
+                "env": {},
+            }
         return json.loads(out.read_text())
 
 
@@ -100,12 +113,15 @@ def format_matrix(data: dict, backends: list[Backend], cases=None) -> str:
     tol_head = "fwd tol"
     lines = [
         "Forward max |out - ref| vs the float64 reference (FAIL = y, dx, dw or dtype check failed)",
-        "case".ljust(w0) + tol_head.ljust(14) + " ".join(h.rjust(w) for h, w in zip(heads, widths)),
+        "case".ljust(w0)
+        + tol_head.ljust(14)
+        + " ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True)),
     ]
     for c in cases:
         t = tolerance(c.dtype, "forward")
         row = c.id.ljust(w0) + f"{t.atol:.0e}+{t.rtol:.0e}r".ljust(14)
-        row += " ".join(_cell(by.get((n, c.id))).rjust(w) for n, w in zip(names, widths))
+        cells = (_cell(by.get((n, c.id))).rjust(w) for n, w in zip(names, widths, strict=True))
+        row += " ".join(cells)
         lines.append(row)
     return "\n".join(lines)
 
@@ -127,8 +143,9 @@ def summarize(data: dict, backends: list[Backend]) -> tuple[bool, list[str]]:
                 if chk["ok"]:
                     continue
                 if name.endswith("_dtype"):
-                    lines.append(f"{r['backend']}/{r['case']}/{name}: got {chk['got']}, "
-                                 f"want {chk['want']}")
+                    lines.append(
+                        f"{r['backend']}/{r['case']}/{name}: got {chk['got']}, want {chk['want']}"
+                    )
                 else:
                     lines.append(describe_failure(r["backend"], r["case"], name, chk))
     for name, err in sorted(missing):

@@ -25,27 +25,39 @@ class Tolerance:
 # (dtype, kind) -> tolerance; kind is "forward" (y) or "grad" (dx, dw)
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("float32", "forward"): Tolerance(
-        2e-6, 2e-6, False,
+        2e-6,
+        2e-6,
+        False,
         "float32 rounding in mean, k-tap sum, gate and multiply; measured <= ~1e-6 everywhere",
     ),
     ("float32", "grad"): Tolerance(
-        1e-5, 1e-5, True,
+        1e-5,
+        1e-5,
+        True,
         "float32 sums over N*C*spatial terms for dw and over spatial for dx; measured ~1e-6 rel",
     ),
     ("bfloat16", "forward"): Tolerance(
-        1e-5, 1e-2, False,
+        1e-5,
+        1e-2,
+        False,
         "bf16 keeps 8 significant bits: the gate and the product are each rounded (2 x 2^-9)",
     ),
     ("bfloat16", "grad"): Tolerance(
-        2e-2, 2e-2, True,
+        2e-2,
+        2e-2,
+        True,
         "bf16 upstream gradient and products; dw sums bf16-rounded terms",
     ),
     ("float16", "forward"): Tolerance(
-        1e-6, 2e-3, False,
+        1e-6,
+        2e-3,
+        False,
         "fp16 keeps 11 significant bits: the gate and the product are each rounded (2 x 2^-12)",
     ),
     ("float16", "grad"): Tolerance(
-        3e-3, 3e-3, True,
+        3e-3,
+        3e-3,
+        True,
         "fp16 upstream gradient and products; dw sums fp16-rounded terms",
     ),
 }
@@ -72,14 +84,23 @@ def compare(got: np.ndarray, ref: np.ndarray, dtype: str, kind: str) -> dict:
     atol = tol.atol * (scale if scale > 0 else 1.0)
     out = {"atol": atol, "rtol": tol.rtol, "max_abs": 0.0, "max_rel": 0.0, "ratio": 0.0}
     if got.shape != ref.shape:
-        return {**out, "ok": False, "ratio": float("inf"),
-                "error": f"shape {got.shape} != reference {ref.shape}"}
+        return {
+            **out,
+            "ok": False,
+            "ratio": float("inf"),
+            "error": f"shape {got.shape} != reference {ref.shape}",
+        }
     if ref.size == 0:
         return {**out, "ok": True}
     nan_ref, nan_got = np.isnan(ref), np.isnan(got)
     if (nan_ref != nan_got).any():
-        return {**out, "ok": False, "ratio": float("inf"), "max_abs": float("nan"),
-                "error": f"{int((nan_ref != nan_got).sum())} NaN positions differ"}
+        return {
+            **out,
+            "ok": False,
+            "ratio": float("inf"),
+            "max_abs": float("nan"),
+            "error": f"{int((nan_ref != nan_got).sum())} NaN positions differ",
+        }
     finite = ~nan_ref
     err = np.abs(got - ref)[finite]
     r = np.abs(ref)[finite]
@@ -98,7 +119,8 @@ def describe_failure(backend: str, case: str, tensor: str, result: dict) -> str:
     """One line in the house format: what failed and by how much."""
     extra = f" ({result['error']})" if result.get("error") else ""
     return (
-        f"{backend}/{case}/{tensor}: max_abs={result['max_abs']:.2e} max_rel={result['max_rel']:.2e}"
+        f"{backend}/{case}/{tensor}: max_abs={result['max_abs']:.2e} "
+        f"max_rel={result['max_rel']:.2e}"
         f" > atol={result['atol']:.1e} + rtol={result['rtol']:.0e}*|ref| "
         f"(worst ratio {result['ratio']:.2f}){extra}"
     )

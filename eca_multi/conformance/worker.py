@@ -47,8 +47,9 @@ def run_backend(backend, cases, goldens_dir=None) -> tuple[list[dict], dict]:
         adapter = importlib.import_module(backend.module)
     except ImportError as e:
         msg = f"cannot import {backend.module}: {e}"
-        return [{**base, "case": c.id, "status": "missing", "ok": False, "error": msg}
-                for c in cases], {"error": msg}
+        return [
+            {**base, "case": c.id, "status": "missing", "ok": False, "error": msg} for c in cases
+        ], {"error": msg}
     env = adapter.setup()
     records = []
     for case in cases:
@@ -59,8 +60,12 @@ def run_backend(backend, cases, goldens_dir=None) -> tuple[list[dict], dict]:
             out = adapter.run_case(backend.variant, case, golden)
             rec.update(check_outputs(case, golden, out), status="ran")
         except Exception as e:  # a crash in one case is that case's failure
-            rec.update(status="error", ok=False, error=f"{type(e).__name__}: {e}",
-                       traceback=traceback.format_exc(limit=8))
+            rec.update(
+                status="error",
+                ok=False,
+                error=f"{type(e).__name__}: {e}",
+                traceback=traceback.format_exc(limit=8),
+            )
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         records.append(rec)
     return records, env

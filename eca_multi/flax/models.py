@@ -21,7 +21,6 @@ switches to batch statistics, ``model.eval()`` back.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from jax import lax
 
 from .. import archs
 from ..weights import Layout, WeightMismatchError, check_state, to_canonical, to_native
+from ..weights.io import atomic_write_bytes
 from .nnx import ECA
 
 __all__ = [
@@ -524,8 +524,7 @@ def save_weights_file(model: nnx.Module, path: str | os.PathLike, overwrite: boo
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
+    if Path(path).exists() and not overwrite:  # fail before serializing a large model
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     pure = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model)))
     blob = serialization.msgpack_serialize(
@@ -536,15 +535,7 @@ def save_weights_file(model: nnx.Module, path: str | os.PathLike, overwrite: boo
             "state": pure,
         }
     )
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, blob, overwrite=overwrite)
 
 
 def _read_export(path: str | os.PathLike) -> dict:

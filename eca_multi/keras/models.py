@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,11 +50,13 @@ from ..archs import (
     schema,
     stem_plan,
 )
+from ..weights.io import atomic_path
 from ..weights.layouts import Layout, to_canonical, to_native
 from ..weights.schema import check_state
 from .layer import ECA
 
 __all__ = [
+    "BatchNormalization",
     "TorchPool2D",
     "create_model",
     "export_canonical_model",
@@ -165,6 +166,41 @@ class TorchPool2D(keras.layers.Layer):
         }
 
 
+@keras.saving.register_keras_serializable(package="eca_multi")
+class BatchNormalization(layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` plus torch's ``num_batches_tracked`` step counter.
+
+    The counter is a non-trainable int32 scalar weight (int32 on every backend, like the Flax
+    zoo's; exported as int64) that grows by 1 on each training-mode call that updates the moving
+    statistics. Keeping the class name keeps the ``.weights.h5`` paths (``layers/
+    batch_normalization*``); files from before the counter (4 variables) still load.
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        # Keras BN has no step counter; keep torch's so checkpoints round-trip bit for bit
+        self.num_batches_tracked = self.add_weight(
+            shape=(),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+            name="num_batches_tracked",
+            autocast=False,
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if training and self.trainable:  # when Keras updates the moving statistics
+            self.num_batches_tracked.assign(self.num_batches_tracked + 1)
+        return super().call(inputs, training=training, mask=mask)
+
+    def load_own_variables(self, store):
+        if len(store.keys()) == 4:  # a file saved before the counter: it stays 0
+            for i, v in enumerate(self._trainable_variables + self._non_trainable_variables[:2]):
+                v.assign(store[str(i)])
+            return
+        super().load_own_variables(store)
+
+
 # ---------------------------------------------------------------------------------------------
 # builders: walk the archs plans
 
@@ -194,7 +230,7 @@ def _conv(x, plan, data_format: str):
 
 def _bn(x, name: str, data_format: str):
     axis = 1 if data_format == "channels_first" else -1
-    return layers.BatchNormalization(
+    return BatchNormalization(
         axis=axis, epsilon=_BN_EPS, momentum=_BN_MOMENTUM, name=keras_name(name)
     )(x)
 
@@ -355,6 +391,8 @@ def _variables(model: keras.Model) -> dict[str, tuple[Any, Layout]]:
         elif isinstance(layer, layers.BatchNormalization):
             for torch_name, attr in _BN_VARS:
                 table[f"{n}.{torch_name}"] = (getattr(layer, attr), Layout.NONE)
+            if hasattr(layer, "num_batches_tracked"):  # not on a plain keras BatchNormalization
+                table[f"{n}.num_batches_tracked"] = (layer.num_batches_tracked, Layout.NONE)
         elif isinstance(layer, layers.Dense):
             table[f"{n}.weight"] = (layer.kernel, Layout.LINEAR)
             table[f"{n}.bias"] = (layer.bias, Layout.NONE)
@@ -387,7 +425,7 @@ def _model_schema(model: keras.Model, name: str | None):
         raise ValueError(f"the Keras model {model.name!r} is not a {name}: {e}") from None
     want = schema(name, num_classes, ks)
     have = _variables(model)
-    extra = set(have) ^ {n for n in want if not n.endswith("num_batches_tracked")}
+    extra = {n for n in set(have) ^ set(want) if not n.endswith("num_batches_tracked")}
     if extra:
         raise ValueError(
             f"the Keras model {model.name!r} is not a {name}; differing weights: "
@@ -399,8 +437,9 @@ def _model_schema(model: keras.Model, name: str | None):
 def export_canonical_model(model: keras.Model, name: str | None = None) -> dict[str, np.ndarray]:
     """The model's weights as canonical tensors (torch names and layouts, archs schema order).
 
-    BatchNorm ``num_batches_tracked`` is written as ``np.array(0, int64)`` so the result loads
-    into the torch / timm model with ``load_state_dict(strict=True)``.
+    BatchNorm ``num_batches_tracked`` is written as an int64 scalar (0 for a plain Keras
+    BatchNormalization without the counter) so the result loads into the torch / timm model with
+    ``load_state_dict(strict=True)``.
 
     Args:
         model: a model from :func:`create_model` (or loaded from its files).
@@ -409,8 +448,9 @@ def export_canonical_model(model: keras.Model, name: str | None = None) -> dict[
     _, _, want, have = _model_schema(model, name)
     out = {}
     for key in want:
-        if key.endswith("num_batches_tracked"):  # Keras keeps no step counter
-            out[key] = np.array(0, dtype=np.int64)
+        if key.endswith("num_batches_tracked"):  # torch's int64 step counter
+            count = ops.convert_to_numpy(have[key][0]) if key in have else 0
+            out[key] = np.array(count, dtype=np.int64).reshape(())
             continue
         var, layout = have[key]
         out[key] = to_canonical(np.asarray(ops.convert_to_numpy(var), dtype=np.float32), layout)
@@ -429,7 +469,7 @@ def load_canonical_model(
     shape checked against :func:`eca_multi.archs.schema` of the model's configuration (so an ECA
     kernel of another size than the model's is an error; build the model from the checkpoint
     with ``kernel_sizes=kernel_sizes_from_state(name, state)`` instead) and converted with
-    :mod:`eca_multi.weights.layouts`. ``num_batches_tracked`` entries are checked and dropped.
+    :mod:`eca_multi.weights.layouts`. ``num_batches_tracked`` entries set the BatchNorm counters.
 
     Args:
         model: a model from :func:`create_model`.
@@ -469,21 +509,11 @@ def save_weights_file(model: keras.Model, path: str | os.PathLike, overwrite: bo
     """
     path = Path(path)
     suffix = _suffix(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, overwrite=overwrite, suffix=f".tmp{suffix}") as tmp:
         if suffix == ".keras":
             model.save(tmp, overwrite=True)
         else:
             model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
@@ -505,6 +535,15 @@ def _h5_kernel_sizes(path: Path, name: str):
     return kernel_sizes_from_state(name, state)
 
 
+def _h5_num_classes(path: Path) -> int | None:
+    """Classifier width stored in a ``.weights.h5`` file: the columns of its one Dense kernel."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        kernel = f.get("layers/dense/vars/0")
+        return None if kernel is None else int(kernel.shape[-1])
+
+
 def load_weights_file(
     path: str | os.PathLike,
     name: str,
@@ -518,7 +557,7 @@ def load_weights_file(
     registered); if ``num_classes``, ``kernel_sizes`` or ``data_format`` is given, a model of that
     configuration is built and the archive's weights are moved into it through the canonical
     format (strictly). ``.weights.h5`` files load into ``create_model(...)``; ECA kernel sizes
-    default to the ones stored in the file.
+    and ``num_classes`` default to the ones stored in the file.
 
     Raises:
         FileNotFoundError: no such file.
@@ -548,6 +587,8 @@ def load_weights_file(
         return model
     try:
         stored = _h5_kernel_sizes(path, name)
+        if num_classes is None:
+            num_classes = _h5_num_classes(path)
     except (OSError, ValueError) as e:
         raise ValueError(f"{path} is not a readable {name} .weights.h5 file ({e})") from e
     if kernel_sizes is not None and _as_key(kernel_sizes) != _as_key(stored):

@@ -6,38 +6,53 @@ existing file is never replaced unless ``overwrite=True``. Nothing is unpickled 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "atomic_write_bytes", "load_file", "save_file"]
+__all__ = ["FORMAT_VERSION", "atomic_path", "atomic_write_bytes", "load_file", "save_file"]
 
 FORMAT_VERSION = "1"
 _META_KEY = "__eca_multi_metadata__"  # npz entry holding the metadata JSON
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` atomically; refuse to replace an existing file unless asked."""
+@contextlib.contextmanager
+def atomic_path(
+    path: str | os.PathLike, *, overwrite: bool = False, suffix: str = ".tmp"
+) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success rename it onto ``path``, else delete it.
+
+    For writers that want a file name (``model.save``, ``torch.save``). Refuses an existing
+    ``path`` unless ``overwrite``; a failed write leaves no temp file and the old file untouched.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically; refuse to replace an existing file unless asked."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
 
 
 def _metadata(extra: Mapping[str, str] | None) -> dict[str, str]:

@@ -52,7 +52,7 @@ def to_native(array: np.ndarray, layout: Layout) -> np.ndarray:
 
 
 def to_canonical(array: np.ndarray, layout: Layout) -> np.ndarray:
-    """Keras / Flax array in ``layout`` -> canonical (torch) layout; inverse of :func:`to_native`."""
+    """Keras / Flax array in ``layout`` -> canonical (torch) layout (inverse of to_native)."""
     array = np.asarray(array)
     _check_rank(array, layout, "native")
     perm = _PERMUTATION[layout]

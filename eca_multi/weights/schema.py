@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -23,7 +23,9 @@ class WeightMismatchError(ValueError):
         if self.missing:
             lines.append(f"  missing keys ({len(self.missing)}): {', '.join(self.missing)}")
         if self.unexpected:
-            lines.append(f"  unexpected keys ({len(self.unexpected)}): {', '.join(self.unexpected)}")
+            lines.append(
+                f"  unexpected keys ({len(self.unexpected)}): {', '.join(self.unexpected)}"
+            )
         for name, (want, got) in self.mismatched.items():
             lines.append(f"  shape mismatch for {name}: expected {want}, got {got}")
         super().__init__("\n".join(lines))

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from common import read_through_source_file
 from flax import nnx
 
 from eca_multi import archs
@@ -108,6 +109,7 @@ def port(name: str, size: int) -> Ported:
     with torch.no_grad():
         ref = src(x).numpy()
     del src
+    state = read_through_source_file(name, state)  # the real checkpoint format, read back
     t1 = time.perf_counter()
     model = abstract_model(name)
     load_canonical_model(model, state, name=name)

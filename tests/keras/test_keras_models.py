@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 import torch
+from common import read_through_source_file
 
 from eca_multi import archs
 from eca_multi.keras import ECA
@@ -147,7 +148,8 @@ def ported(arch) -> Ported:
     """Source torch model, its canonical state and the Keras port; built once per architecture."""
     t0 = time.perf_counter()
     source = source_model(arch)
-    state = torch_models.export_canonical_model(source)
+    # through the architecture's real checkpoint file (official .pth.tar / timm safetensors)
+    state = read_through_source_file(arch, torch_models.export_canonical_model(source))
     model = create_model(arch, data_format=CL)
     load_canonical_model(model, state)
     print(f"\n{arch}: torch + keras build and port {time.perf_counter() - t0:.1f}s")
@@ -188,13 +190,10 @@ def test_canonical_round_trip_bit_identical(ported):
     bad = [
         k
         for k, v in ported.state.items()
-        if not k.endswith("num_batches_tracked")
-        and (out[k].dtype != v.dtype or not np.array_equal(out[k], v))
+        if out[k].dtype != v.dtype or out[k].shape != v.shape or not np.array_equal(out[k], v)
     ]
+    # num_batches_tracked included: the Keras BatchNormalization keeps torch's step counter
     assert not bad, f"{len(bad)} tensors changed in the round trip: {bad[:5]}"
-    counters = {k: v for k, v in out.items() if k.endswith("num_batches_tracked")}
-    # Keras BatchNorm keeps no step counter: exported as int64 0 (torch / timm load strictly)
-    assert all(v.dtype == np.int64 and v.shape == () and v == 0 for v in counters.values())
 
 
 @pytest.mark.parametrize("arch", LIGHT, indirect=True)
@@ -218,8 +217,9 @@ def test_parameter_count(ported):
     bn_channels = sum(
         s[0][0] for k, s in archs.schema(ported.name).items() if k.endswith("running_mean")
     )
+    bns = sum(1 for k in archs.schema(ported.name) if k.endswith("num_batches_tracked"))
     frozen = sum(int(np.prod(v.shape)) for v in model.non_trainable_weights)
-    assert frozen == 2 * bn_channels, "non-trainable weights are exactly the BN statistics"
+    assert frozen == 2 * bn_channels + bns, "non-trainable: BN statistics and step counters"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,8 +337,9 @@ def test_weights_h5_round_trip(tmp_path):
     assert np.array_equal(keras_logits(loaded, x, CL), keras_logits(model, x, CL))
     with pytest.raises(ValueError, match="kernel sizes"):
         load_weights_file(path, "eca_resnet18", num_classes=10, kernel_sizes=(3, 5, 7, 7))
+    assert load_weights_file(path, "eca_resnet18").get_layer("fc").units == 10  # from the file
     with pytest.raises(ValueError, match="does not fit"):
-        load_weights_file(path, "eca_resnet18")  # 1000 classes: fc shape differs
+        load_weights_file(path, "eca_resnet18", num_classes=1000)  # fc shape differs
     with pytest.raises(ValueError, match=".weights.h5 or .keras"):
         save_weights_file(model, tmp_path / "m.h5")
 
@@ -387,6 +388,7 @@ def test_train_mode_matches_torch_and_steps(name):
     torch_bn = source.get_submodule(bn)
     d = max_abs(numpy(layer.moving_mean), torch_bn.running_mean.numpy())
     assert d <= 1e-5, f"{bn}: running_mean after one train-mode call: max_abs={d:.2e}"
+    assert int(numpy(layer.num_batches_tracked)) == int(torch_bn.num_batches_tracked)
     # NOTE: Keras updates the moving variance with the biased batch variance, torch with the
     # unbiased one: keras = torch - 0.1 * var_unbiased / n, n = batch * H * W
     old = state[f"{bn}.running_var"]
@@ -404,3 +406,5 @@ def test_train_mode_matches_torch_and_steps(name):
     after = export_canonical_model(model)
     same = [k for k in before if "num_batches" not in k and np.array_equal(before[k], after[k])]
     assert not same, f"{len(same)} tensors not updated by the step: {same[:5]}"
+    key = f"{bn}.num_batches_tracked"  # counted inside the compiled train step too
+    assert after[key] == before[key] + 1 and after[key].dtype == np.int64
