@@ -9,6 +9,16 @@ from hypothesis import strategies as st
 from eca_multi.conformance.generate import round_to_dtype
 from eca_multi.conformance.tolerances import compare, describe_failure
 
+# issue 3: torchvision ResNet / MobileNetV2 parameter counts plus the ECA kernels
+OFFICIAL_PARAMS = {
+    "eca_resnet18": 11_689_556,
+    "eca_resnet34": 21_797_744,
+    "eca_resnet50": 25_557_112,
+    "eca_resnet101": 44_549_317,
+    "eca_resnet152": 60_193_042,
+    "eca_mobilenet_v2": 3_504_897,
+}
+
 # (id, constructor kwargs, exception type, regex the message must match)
 BAD_CONSTRUCTOR = [
     ("even_k", dict(channels=8, kernel_size=4), ValueError, "odd"),

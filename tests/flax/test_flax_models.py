@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from common import read_through_source_file
+from common import OFFICIAL_PARAMS, read_through_source_file
 from flax import nnx
 
 from eca_multi import archs
@@ -32,15 +32,7 @@ from eca_multi.flax.models import (
 from eca_multi.weights import WeightMismatchError
 
 ATOL = 1e-4  # the acceptance bound on max abs logit difference
-# torchvision ResNet / MobileNetV2 parameters plus the ECA kernels (the numbers)
-PARAMS = {
-    "eca_resnet18": 11_689_556,
-    "eca_resnet34": 21_797_744,
-    "eca_resnet50": 25_557_112,
-    "eca_resnet101": 44_549_317,
-    "eca_resnet152": 60_193_042,
-    "eca_mobilenet_v2": 3_504_897,
-}
+PARAMS = OFFICIAL_PARAMS  # the numbers (tests/common.py)
 # (arch, input size): every architecture at 224, and a timm avg-down path at an odd size
 CASES = [(n, 224) for n in archs.ARCHS] + [("ecaresnet26t", 225)]
 

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from common import read_through_source_file
+from common import OFFICIAL_PARAMS, read_through_source_file
 
 from eca_multi import archs
 from eca_multi.keras import ECA
@@ -43,15 +43,7 @@ ARCH_NAMES = tuple(archs.ARCHS) if BACKEND == "tensorflow" else LIGHT
 ODD_SIZE_ARCHS = LIGHT if BACKEND == "tensorflow" else ("ecaresnet26t",)  # timm avg-down path
 TRAIN_ARCHS = ("eca_resnet18", "eca_mobilenet_v2") if BACKEND == "tensorflow" else ("eca_resnet18",)
 OFFICIAL = tuple(n for n in ARCH_NAMES if archs.ARCHS[n].family == "official")
-# torchvision's ResNet / MobileNetV2 parameter counts plus the ECA kernels (issue 3)
-PARAMETER_COUNTS = {
-    "eca_resnet18": 11_689_556,
-    "eca_resnet34": 21_797_744,
-    "eca_resnet50": 25_557_112,
-    "eca_resnet101": 44_549_317,
-    "eca_resnet152": 60_193_042,
-    "eca_mobilenet_v2": 3_504_897,
-}
+PARAMETER_COUNTS = OFFICIAL_PARAMS  # the issue's numbers (tests/common.py)
 
 
 def numpy(t) -> np.ndarray:
@@ -87,47 +79,14 @@ def assert_logits(name: str, got: np.ndarray, want: np.ndarray, atol: float = AT
     return d
 
 
-def _last_branch_bns(name: str) -> set[str]:
-    """The BatchNorm ending each residual branch (bn2 / bn3; MobileNetV2's projection BN)."""
-    arch = archs.get_arch(name)
-    if isinstance(arch, archs.MobileNetV2Arch):
-        return {b.convs()[-1][1] for b in archs.mobilenet_v2_blocks(arch)}
-    return {archs.block_convs(b)[-1][1] for b in archs.resnet_blocks(arch)}
-
-
 def source_model(name: str, seed: int = 0) -> torch.nn.Module:
-    """Our torch model (official family) or timm's (timm archs) with random, well-posed weights.
-
-    Convs, ECA kernels and the classifier keep their seeded random init. Every BatchNorm gets a
-    random affine (gamma ~ U(0.5, 1.5), beta ~ N(0, 0.1)) and statistics estimated on a random
-    224x224 image, then jittered (+-5% variance, 0.05 sigma mean), so mean and variance differ per
-    channel and from 0 / 1. NOTE: fully random statistics (eca_multi.torch's
-    randomize_batchnorm_) make deep nets chaotic: float32 vs float64 torch logits differ by 17
-    (eca_resnet101) up to 3e11 (ecaresnet269d), so no port could be held to 1e-4. The BN that ends
-    each residual branch gets gamma ~ U(0.2, 0.6) for the same reason (ecaresnet269d: float32 vs
-    float64 torch logits within 2e-5).
-    """
+    """Our torch model (official family) or timm's (timm archs) with random, well-posed weights:
+    seeded init plus eca_multi.torch.models.randomize_batchnorm_ (random affine, statistics from
+    a random 224x224 image then jittered, small gamma on each residual branch's last BN so deep
+    nets stay well conditioned: float32 vs float64 torch logits within 2e-5 for ecaresnet269d)."""
     torch.manual_seed(seed)
     model = torch_models.create_model(name)
-    g = torch.Generator().manual_seed(seed)
-    last = _last_branch_bns(name)
-    bns = {k: m for k, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
-    with torch.no_grad():
-        for key, bn in bns.items():
-            lo, hi = (0.2, 0.6) if key in last else (0.5, 1.5)
-            bn.weight.copy_(lo + (hi - lo) * torch.rand(bn.num_features, generator=g))
-            bn.bias.copy_(0.1 * torch.randn(bn.num_features, generator=g))
-            bn.reset_running_stats()
-            bn.momentum = None  # cumulative average: one batch sets the statistics
-        model.train()(torch.from_numpy(image(224, seed=seed + 100)))
-        for bn in bns.values():
-            bn.momentum = 0.1
-            bn.running_mean.add_(
-                0.05 * bn.running_var.sqrt() * torch.randn(bn.num_features, generator=g)
-            )
-            bn.running_var.mul_(0.95 + 0.1 * torch.rand(bn.num_features, generator=g))
-            bn.num_batches_tracked.fill_(int(torch.randint(1, 10_000, (1,), generator=g)))
-    return model.eval()
+    return torch_models.randomize_batchnorm_(model, seed=seed, name=name, image_size=224)
 
 
 @dataclass

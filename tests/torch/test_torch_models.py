@@ -11,6 +11,7 @@ import pytest
 from conftest import require_backend
 
 torch = require_backend("torch")
+from common import OFFICIAL_PARAMS  # noqa: E402
 from torch import nn  # noqa: E402
 
 from eca_multi import archs  # noqa: E402
@@ -18,15 +19,7 @@ from eca_multi.torch import models as M  # noqa: E402
 from eca_multi.weights import WeightMismatchError  # noqa: E402
 from eca_multi.weights.sources import read_source  # noqa: E402
 
-# the numbers: torchvision ResNet / MobileNetV2 parameters plus the ECA kernels
-PARAMS = {
-    "eca_resnet18": 11_689_556,
-    "eca_resnet34": 21_797_744,
-    "eca_resnet50": 25_557_112,
-    "eca_resnet101": 44_549_317,
-    "eca_resnet152": 60_193_042,
-    "eca_mobilenet_v2": 3_504_897,
-}
+PARAMS = OFFICIAL_PARAMS  # the numbers (tests/common.py)
 _CACHE: dict[str, nn.Module] = {}
 
 
