@@ -189,9 +189,20 @@ class BatchNormalization(layers.BatchNormalization):
         )
 
     def call(self, inputs, training=None, mask=None):
-        if training and self.trainable:  # when Keras updates the moving statistics
-            self.num_batches_tracked.assign(self.num_batches_tracked + 1)
-        return super().call(inputs, training=training, mask=mask)
+        if not (training and self.trainable) or mask is not None:
+            return super().call(inputs, training=training, mask=mask)
+        # when Keras updates the moving statistics: count the step, as torch does
+        self.num_batches_tracked.assign(self.num_batches_tracked + 1)
+        old = ops.copy(ops.convert_to_tensor(self.moving_variance))  # a snapshot, not a view
+        out = super().call(inputs, training=training, mask=mask)
+        # NOTE: Keras moves the variance toward the biased batch variance, torch toward the
+        # unbiased one (x n / (n - 1), n = elements per channel): add the difference
+        new = ops.convert_to_tensor(self.moving_variance)
+        n = ops.cast(ops.size(inputs), new.dtype) / ops.cast(
+            ops.shape(inputs)[self.axis], new.dtype
+        )
+        self.moving_variance.assign(new + (new - self.momentum * old) / ops.maximum(n - 1.0, 1.0))
+        return out
 
     def load_own_variables(self, store):
         if len(store.keys()) == 4:  # a file saved before the counter: it stays 0
