@@ -253,3 +253,17 @@ def test_linen_init_shapes_and_dtype():
     assert variables["params"]["kernel"].shape == (3, 1, 1)
     assert variables["params"]["kernel"].dtype == jnp.bfloat16
     assert module.apply(variables, jnp.ones((1, 4, 4, 64), jnp.float16)).dtype == jnp.float16
+
+
+@settings(max_examples=15, deadline=None)
+@given(eca_examples())
+def test_property_linen_forward_backward(ex):
+    """Flax Linen held to the reference on random shapes and options, forward and backward."""
+    module = linen.ECA(**ex["kwargs"])
+    variables = linen.load_canonical(module, None, {"conv.weight": ex["w"]})
+    x, g = jnp.asarray(ex["x"], jnp.float32), jnp.asarray(ex["g"], jnp.float32)
+    y, vjp = jax.vjp(lambda v, x: module.apply(v, x), variables, x)
+    dvars, dx = vjp(g)
+    dw = linen.export_canonical(module, dvars)["conv.weight"]  # the kernel's gradient, canonical
+    got = {"y": np.asarray(y, np.float64), "dx": np.asarray(dx, np.float64), "dw": dw}
+    assert_matches("flax-linen", f"{ex['shape']} {ex['kwargs']}", got, reference_outputs(ex))
