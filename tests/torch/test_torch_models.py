@@ -12,6 +12,7 @@ from conftest import require_backend
 
 torch = require_backend("torch")
 from common import OFFICIAL_PARAMS  # noqa: E402
+from official_ecanet import OfficialEcaLayer  # noqa: E402
 from torch import nn  # noqa: E402
 
 from eca_multi import archs  # noqa: E402
@@ -41,19 +42,6 @@ def _logits(model: nn.Module, x: torch.Tensor) -> np.ndarray:
 # eca_mobilenetv2.py; MIT), transcribed as the oracle: our plan-walked models must match it.
 
 
-class _eca_layer(nn.Module):
-    def __init__(self, channel, k_size=3):
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
-        self.sigmoid = nn.Sigmoid()
-
-    def forward(self, x):
-        y = self.avg_pool(x)
-        y = self.conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
-        return x * self.sigmoid(y).expand_as(x)
-
-
 class _ECABasicBlock(nn.Module):
     expansion = 1
 
@@ -64,7 +52,7 @@ class _ECABasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.eca = _eca_layer(planes, k_size)
+        self.eca = OfficialEcaLayer(planes, k_size)
         self.downsample = downsample
 
     def forward(self, x):
@@ -86,7 +74,7 @@ class _ECABottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, planes * 4, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.relu = nn.ReLU(inplace=True)
-        self.eca = _eca_layer(planes * 4, k_size)
+        self.eca = OfficialEcaLayer(planes * 4, k_size)
         self.downsample = downsample
 
     def forward(self, x):
@@ -155,7 +143,7 @@ class _InvertedResidual(nn.Module):
                 nn.BatchNorm2d(oup),
             ]
         )
-        layers.append(_eca_layer(oup, k_size))
+        layers.append(OfficialEcaLayer(oup, k_size))
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x):

@@ -8,26 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from official_ecanet import OfficialEcaLayer
 from timm.layers import CecaModule, EcaModule
 from torch import nn
 
 from eca_multi.torch import ECA
-
-
-class OfficialEcaLayer(nn.Module):
-    """models/eca_module.py of https://github.com/BangguWu/ECANet (``channel`` unused there too)."""
-
-    def __init__(self, channel: int, k_size: int = 3) -> None:
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.conv = nn.Conv1d(1, 1, kernel_size=k_size, padding=(k_size - 1) // 2, bias=False)
-        self.sigmoid = nn.Sigmoid()
-
-    def forward(self, x):
-        y = self.avg_pool(x)
-        y = self.conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
-        y = self.sigmoid(y)
-        return x * y.expand_as(x)
 
 
 def _fwd_bwd(module: nn.Module, x: torch.Tensor, g: torch.Tensor):
