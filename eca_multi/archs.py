@@ -17,12 +17,19 @@ names are torch ``state_dict`` keys (the official code's, or timm's).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from .family import ATTENTIONS, AttentionConfig, attention_config, attention_schema, param_count
+from .spec import ECAConfig
 from .spec import kernel_size as rule_kernel_size
 from .weights.layouts import Layout
 
 __all__ = [
     "ARCHS",
+    "AttentionArgs",
+    "attention_params",
+    "block_attention",
+    "resolve_attention",
     "BlockPlan",
     "InvertedResidualPlan",
     "MobileNetV2Arch",
@@ -120,6 +127,59 @@ def get_arch(name: str) -> ResNetArch | MobileNetV2Arch:
 
 
 # ---------------------------------------------------------------------------------------------
+# attention: which family member each block carries
+
+AttentionArgs = tuple[tuple[str, Any], ...]  # hashable kwargs, sorted by name
+
+# defaults the builders use where a kind needs an argument the block does not fix
+ATTENTION_DEFAULTS: dict[str, dict[str, Any]] = {"se_gc": {"groups": 4}}
+
+
+def resolve_attention(
+    attention: str | None, attention_kwargs: dict[str, Any] | None = None
+) -> tuple[str | None, AttentionArgs]:
+    """Check a builder's ``attention`` choice; returns (kind or None, hashable kwargs).
+
+    Raises:
+        ValueError: an unknown kind, or kwargs given with ``attention=None``.
+    """
+    if attention is None:
+        if attention_kwargs:
+            raise ValueError("attention_kwargs given but attention=None (no attention module)")
+        return None, ()
+    if attention not in ATTENTIONS:
+        raise ValueError(
+            f"attention must be None or one of {', '.join(map(repr, ATTENTIONS))}, "
+            f"got {attention!r}"
+        )
+    for key in ("channels", "data_format"):
+        if key in (attention_kwargs or {}):
+            raise ValueError(f"attention_kwargs may not set {key!r}: the model sets it per block")
+    return attention, tuple(sorted((attention_kwargs or {}).items()))
+
+
+def block_attention(
+    attention: str | None,
+    channels: int,
+    k: int,
+    args: AttentionArgs = (),
+    data_format: str = "channels_first",
+) -> AttentionConfig | ECAConfig | None:
+    """The attention config of one block with ``channels`` output channels.
+
+    ECA and ECA-NS take the block's k (the architecture's per-stage k, or timm's rule) unless
+    ``kernel_size`` is given; SE-GC defaults to ``groups=4``; SE to ``reduction=16`` (SENet's
+    ``C // 16``; pass ``rd_divisor=8`` for timm's ``SEModule`` width).
+    """
+    if attention is None:
+        return None
+    kw = {**ATTENTION_DEFAULTS.get(attention, {}), **dict(args)}
+    if attention in ("eca", "eca_ns"):
+        kw.setdefault("kernel_size", k)
+    return attention_config(attention, channels, data_format=data_format, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
 # plans: what every framework's builder walks
 
 
@@ -150,6 +210,14 @@ class BlockPlan:
     #                         1x1 conv .1 and bn .2)
     k: int
     eca_attr: str
+    attention: str | None = "eca"
+    attention_args: AttentionArgs = ()
+
+    def attention_config(self, data_format: str = "channels_first"):
+        """The block's attention config (None: no attention), channels = the block's output."""
+        return block_attention(
+            self.attention, self.outplanes, self.k, self.attention_args, data_format
+        )
 
 
 def stem_plan(arch: ResNetArch) -> tuple[list[tuple[str, ConvPlan | str]], int]:
@@ -177,8 +245,18 @@ def stem_plan(arch: ResNetArch) -> tuple[list[tuple[str, ConvPlan | str]], int]:
     ], inplanes
 
 
-def resnet_blocks(arch: ResNetArch, kernel_sizes: tuple[int, ...] | None = None) -> list[BlockPlan]:
-    """Every residual block of ``arch`` in order. ``kernel_sizes`` overrides the per-stage k."""
+def resnet_blocks(
+    arch: ResNetArch,
+    kernel_sizes: tuple[int, ...] | None = None,
+    attention: str | None = "eca",
+    attention_kwargs: dict[str, Any] | None = None,
+) -> list[BlockPlan]:
+    """Every residual block of ``arch`` in order. ``kernel_sizes`` overrides the per-stage k.
+
+    ``attention`` picks the family member each block carries (None: a plain ResNet); see
+    :func:`block_attention` for how its arguments are resolved per block.
+    """
+    attention, args = resolve_attention(attention, attention_kwargs)
     ks = kernel_sizes or arch.kernel_sizes
     _, inplanes = stem_plan(arch)
     plans = []
@@ -202,6 +280,8 @@ def resnet_blocks(arch: ResNetArch, kernel_sizes: tuple[int, ...] | None = None)
                     ds,
                     k,
                     arch.eca_attr,
+                    attention,
+                    args,
                 )
             )
             inplanes = out
@@ -252,6 +332,12 @@ class InvertedResidualPlan:
     expand: int
     hidden: int
     k: int
+    attention: str | None = "eca"
+    attention_args: AttentionArgs = ()
+
+    def attention_config(self, data_format: str = "channels_first"):
+        """The block's attention config (None: no attention), channels = the block's output."""
+        return block_attention(self.attention, self.oup, self.k, self.attention_args, data_format)
 
     @property
     def use_res(self) -> bool:
@@ -280,17 +366,22 @@ class InvertedResidualPlan:
 
 
 def mobilenet_v2_blocks(
-    arch: MobileNetV2Arch, kernel_sizes: dict[int, int] | None = None
+    arch: MobileNetV2Arch,
+    kernel_sizes: dict[int, int] | None = None,
+    attention: str | None = "eca",
+    attention_kwargs: dict[str, Any] | None = None,
 ) -> list[InvertedResidualPlan]:
     """The inverted residuals (features.1 ... features.17); ``kernel_sizes`` maps index -> k."""
+    attention, args = resolve_attention(attention, attention_kwargs)
     plans, inp, idx = [], arch.input_channel, 1
     for t, c, n, s in arch.setting:
         for i in range(n):
             k = arch.small_k if c <= arch.k_threshold else arch.large_k
             if kernel_sizes is not None:
                 k = kernel_sizes[idx]
+            hidden = int(round(inp * t))
             plans.append(
-                InvertedResidualPlan(idx, inp, c, s if i == 0 else 1, t, int(round(inp * t)), k)
+                InvertedResidualPlan(idx, inp, c, s if i == 0 else 1, t, hidden, k, attention, args)
             )
             inp, idx = c, idx + 1
     return plans
@@ -312,11 +403,17 @@ def _bn(s: Schema, name: str, ch: int) -> None:
     s[f"{name}.num_batches_tracked"] = ((), Layout.NONE)
 
 
-def schema(name: str, num_classes: int | None = None, kernel_sizes=None) -> Schema:
+def schema(
+    name: str,
+    num_classes: int | None = None,
+    kernel_sizes=None,
+    attention: str | None = "eca",
+    attention_kwargs: dict[str, Any] | None = None,
+) -> Schema:
     """Canonical (torch ``state_dict``) names, shapes and layouts of an architecture, in order.
 
     Includes BatchNorm ``num_batches_tracked`` (int64 scalars) so a file loads into torch / timm
-    with ``strict=True``.
+    with ``strict=True``. ``attention`` / ``attention_kwargs`` as in :func:`resnet_blocks`.
     """
     arch = get_arch(name)
     nc = arch.num_classes if num_classes is None else num_classes
@@ -324,12 +421,12 @@ def schema(name: str, num_classes: int | None = None, kernel_sizes=None) -> Sche
     if isinstance(arch, MobileNetV2Arch):
         _conv(s, ConvPlan("features.0.0", 3, arch.input_channel, 3, 2))
         _bn(s, "features.0.1", arch.input_channel)
-        blocks = mobilenet_v2_blocks(arch, kernel_sizes)
+        blocks = mobilenet_v2_blocks(arch, kernel_sizes, attention, attention_kwargs)
         for b in blocks:
             for conv, bn, _ in b.convs():
                 _conv(s, conv)
                 _bn(s, bn, conv.cout)
-            s[f"{b.eca_prefix}.conv.weight"] = ((1, 1, b.k), Layout.CONV1D)
+            _attention(s, b, f"{b.eca_prefix}.")
         last = len(blocks) + 1
         _conv(s, ConvPlan(f"features.{last}.0", blocks[-1].oup, arch.last_channel, 1))
         _bn(s, f"features.{last}.1", arch.last_channel)
@@ -343,18 +440,44 @@ def schema(name: str, num_classes: int | None = None, kernel_sizes=None) -> Sche
             width = item.cout
         elif kind == "bn":
             _bn(s, item, width)
-    blocks = resnet_blocks(arch, kernel_sizes)
+    blocks = resnet_blocks(arch, kernel_sizes, attention, attention_kwargs)
     for b in blocks:
         for conv, bn in block_convs(b):
             _conv(s, conv)
             _bn(s, bn, conv.cout)
-        s[f"{b.prefix}.{b.eca_attr}.conv.weight"] = ((1, 1, b.k), Layout.CONV1D)
+        _attention(s, b, f"{b.prefix}.{b.eca_attr}.")
         for conv, bn in downsample_convs(b):
             _conv(s, conv)
             _bn(s, bn, conv.cout)
     s["fc.weight"] = ((nc, blocks[-1].outplanes), Layout.LINEAR)
     s["fc.bias"] = ((nc,), Layout.NONE)
     return s
+
+
+def _attention(s: Schema, block, prefix: str) -> None:
+    cfg = block.attention_config()
+    if cfg is not None:
+        s.update(attention_schema(cfg, prefix))
+
+
+def attention_params(
+    name: str,
+    attention: str | None = "eca",
+    attention_kwargs: dict[str, Any] | None = None,
+    kernel_sizes=None,
+) -> int:
+    """Parameters all the blocks' attention modules add: the kind's formula summed over blocks.
+
+    A model built with ``attention`` has exactly this many parameters more than the same model
+    built with ``attention=None``.
+    """
+    arch = get_arch(name)
+    if isinstance(arch, MobileNetV2Arch):
+        blocks = mobilenet_v2_blocks(arch, kernel_sizes, attention, attention_kwargs)
+    else:
+        blocks = resnet_blocks(arch, kernel_sizes, attention, attention_kwargs)
+    cfgs = [b.attention_config() for b in blocks]
+    return sum(param_count(c) for c in cfgs if c is not None)
 
 
 def kernel_sizes_from_state(name: str, state) -> tuple[int, ...] | dict[int, int]:

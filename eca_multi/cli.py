@@ -5,6 +5,7 @@ eca-multi goldens [--check] [--force]
 eca-multi kernel-size C [--gamma 2] [--b 1] [--min 1]
 eca-multi port SRC --arch NAME --to {canonical,torch,keras,flax} -o OUT [--verify] [--force]
 eca-multi models
+eca-multi attention-table C [--kernel-size K] [--reduction 16] [--groups 4] [--spatial M]
 """
 
 from __future__ import annotations
@@ -101,6 +102,28 @@ def _models(a: argparse.Namespace) -> int:
     return 0
 
 
+def _attention_table(a: argparse.Namespace) -> int:
+    from .family import attention_table, format_attention_table
+
+    try:
+        rows = attention_table(
+            a.channels,
+            kernel_size=a.kernel_size,
+            reduction=a.reduction,
+            groups=a.groups,
+            spatial=a.spatial,
+        )
+    except (TypeError, ValueError) as e:
+        print(f"eca-multi attention-table: {e}", file=sys.stderr)
+        return 2
+    print(format_attention_table(rows, a.channels))
+    print(
+        f"\nEvery member also pools (C*M adds) and scales (C*M multiplies), M = {a.spatial} "
+        "spatial positions; ECA's k comes from the paper's rule unless --kernel-size is given."
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eca-multi", description="ECA in PyTorch, Keras 3 and Flax")
     sub = p.add_subparsers(dest="command", required=True)
@@ -138,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_.set_defaults(func=_port)
     m = sub.add_parser("models", help="list the architectures, their ECA kernel sizes and sizes")
     m.set_defaults(func=_models)
+    t = sub.add_parser(
+        "attention-table", help="parameters and FLOPs of SE, SE-Var1/2/3, SE-GC, ECA-NS and ECA"
+    )
+    t.add_argument("channels", type=int)
+    t.add_argument("--kernel-size", type=int, default=None, help="default: the paper's rule")
+    t.add_argument("--reduction", type=int, default=16, help="SE's r (default 16)")
+    t.add_argument("--groups", type=int, default=4, help="SE-GC's G (default 4)")
+    t.add_argument("--spatial", type=int, default=1, help="spatial positions M")
+    t.set_defaults(func=_attention_table)
     return p
 
 

@@ -20,11 +20,26 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
+from .family import attention_config, attention_schema
 from .spec import ECAConfig, check_input, make_config, padded_channel_index
+from .weights.schema import check_state
 
-__all__ = ["ECA", "backward", "forward", "gate", "gate_grad", "pooled"]
+__all__ = [
+    "ECA",
+    "attention_backward",
+    "attention_forward",
+    "backward",
+    "family_config",
+    "forward",
+    "gate",
+    "gate_grad",
+    "mix",
+    "pooled",
+]
 
 
 def gate(z: np.ndarray, kind: str) -> np.ndarray:
@@ -81,14 +96,123 @@ def pooled(x: np.ndarray, data_format: str = "channels_first") -> np.ndarray:
     return _channels_first(np.asarray(x, dtype=np.float64), cfg).mean(axis=-1)
 
 
-def _attention(x64: np.ndarray, w: np.ndarray, cfg: ECAConfig):
+def _band(y: np.ndarray, taps: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """ECA / ECA-NS mixing: ``z[:, c] = sum_j taps[c, j] * ypad[:, c + j]`` (no flip).
+
+    ``taps`` is (1, k) for ECA (one kernel shared by all channels) or (C, k) for ECA-NS.
+    """
+    ypad = _pad(y, cfg)  # (N, C + 2p)
+    c = y.shape[1]
+    z = sum(taps[:, j] * ypad[:, j : j + c] for j in range(taps.shape[1]))
+    return z, ypad
+
+
+def _band_grad(ypad, taps, dz, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """(dy, dtaps) of :func:`_band`; dtaps keeps taps' shape (shared taps sum over channels)."""
+    n, c = dz.shape
+    k = taps.shape[1]
+    per_channel = taps.shape[0] > 1  # ECA-NS: one gradient per channel; ECA: summed over C
+    sum_axes = 0 if per_channel else None
+    dtaps = np.stack([(dz * ypad[:, j : j + c]).sum(axis=sum_axes) for j in range(k)], axis=-1)
+    dtaps = dtaps.reshape(taps.shape)
+    dypad = np.zeros_like(ypad)
+    for j in range(k):
+        dypad[:, j : j + c] += taps[:, j] * dz
+    if cfg.padding == "circular":
+        dy = np.zeros((n, c))
+        np.add.at(dy.T, padded_channel_index(c, k), dypad.T)
+    else:
+        dy = dypad[:, cfg.pad : cfg.pad + c]
+    return dy, dtaps
+
+
+def _kind(cfg) -> str:
+    return "eca" if isinstance(cfg, ECAConfig) else cfg.kind
+
+
+def mix(cfg, y: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The channel mixing z = mix(y) of any family member (y: pooled (N, C), float64)."""
+    return _mix(cfg, y, params)[0]
+
+
+def _mix(cfg, y, p):
+    """z and what the gradient needs, per kind (see :mod:`eca_multi.family`)."""
+    kind = _kind(cfg)
+    if kind == "eca":
+        return _band(y, p["conv.weight"][0], cfg)
+    if kind == "eca_ns":
+        return _band(y, p["weight"], cfg)
+    if kind == "se":
+        h_pre = y @ p["fc1.weight"][:, :, 0, 0].T + p["fc1.bias"]
+        return np.maximum(h_pre, 0.0) @ p["fc2.weight"][:, :, 0, 0].T + p["fc2.bias"], h_pre
+    if kind == "se_var1":
+        return y.copy(), None
+    if kind == "se_var2":
+        return p["weight"] * y, None
+    if kind == "se_var3":
+        return y @ p["fc.weight"].T, None
+    n, c = y.shape  # se_gc: block-diagonal, W[g*Cg + o, i] multiplies y[g*Cg + i]
+    wg = _group_view(p["fc.weight"], cfg.groups)
+    return np.einsum("goi,ngi->ngo", wg, y.reshape(n, cfg.groups, -1)).reshape(n, c), None
+
+
+def _group_view(w: np.ndarray, groups: int) -> np.ndarray:
+    """(C, C/G) -> (G, C/G out, C/G in)."""
+    return w.reshape(groups, -1, w.shape[1])
+
+
+def _mix_grad(cfg, y, p, cache, dz) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(dy, {canonical name: gradient}) of :func:`_mix` for upstream dz."""
+    kind = _kind(cfg)
+    if kind == "eca":
+        dy, dt = _band_grad(cache, p["conv.weight"][0], dz, cfg)
+        return dy, {"conv.weight": dt[None]}
+    if kind == "eca_ns":
+        dy, dt = _band_grad(cache, p["weight"], dz, cfg)
+        return dy, {"weight": dt}
+    if kind == "se":
+        w1, w2 = p["fc1.weight"][:, :, 0, 0], p["fc2.weight"][:, :, 0, 0]
+        h = np.maximum(cache, 0.0)
+        dh = (dz @ w2) * (cache > 0)  # ReLU'(0) = 0
+        grads = {
+            "fc1.weight": (dh.T @ y)[:, :, None, None],
+            "fc1.bias": dh.sum(axis=0),
+            "fc2.weight": (dz.T @ h)[:, :, None, None],
+            "fc2.bias": dz.sum(axis=0),
+        }
+        return dh @ w1, grads
+    if kind == "se_var1":
+        return dz, {}
+    if kind == "se_var2":
+        return dz * p["weight"], {"weight": (dz * y).sum(axis=0)}
+    if kind == "se_var3":
+        return dz @ p["fc.weight"], {"fc.weight": dz.T @ y}
+    n, c = y.shape
+    wg = _group_view(p["fc.weight"], cfg.groups)
+    dzg, yg = dz.reshape(n, cfg.groups, -1), y.reshape(n, cfg.groups, -1)
+    dw = np.einsum("ngo,ngi->goi", dzg, yg).reshape(p["fc.weight"].shape)
+    return np.einsum("goi,ngo->ngi", wg, dzg).reshape(n, c), {"fc.weight": dw}
+
+
+def _run(cfg, x, params, g=None):
+    """Forward (and, with upstream g, backward) of any family member, all in float64."""
+    x64 = np.asarray(x, dtype=np.float64)
+    p = {n: np.asarray(v, dtype=np.float64) for n, v in params.items()}
+    if g is not None and np.shape(g) != x64.shape:
+        raise ValueError(f"upstream gradient shape {np.shape(g)} differs from input {x64.shape}")
+    if x64.size == 0:
+        return x64.copy(), {n: np.zeros_like(v) for n, v in p.items()}
     xcf = _channels_first(x64, cfg)
     y = xcf.mean(axis=-1)  # (N, C)
-    ypad = _pad(y, cfg)  # (N, C + 2p)
-    c, k = y.shape[1], cfg.kernel_size
-    z = sum(w[j] * ypad[:, j : j + c] for j in range(k))  # cross-correlation: no flip
+    z, cache = _mix(cfg, y, p)
     s = gate(z, cfg.gate)
-    return xcf, ypad, z, s
+    if g is None:
+        return _restore(xcf * s[:, :, None], x64.shape, cfg), None
+    gcf = _channels_first(np.asarray(g, dtype=np.float64), cfg)
+    dz = (gcf * xcf).sum(axis=-1) * gate_grad(z, s, cfg.gate)  # (N, C)
+    dy, dp = _mix_grad(cfg, y, p, cache, dz)
+    dxcf = gcf * s[:, :, None] + dy[:, :, None] / xcf.shape[2]
+    return _restore(dxcf, x64.shape, cfg), dp
 
 
 def forward(
@@ -114,12 +238,7 @@ def forward(
         float64 array of x's shape.
     """
     cfg = _config(x, weight, padding=padding, gate=gate, data_format=data_format, channels=channels)
-    x64 = np.asarray(x, dtype=np.float64)
-    if x64.size == 0:
-        return x64.copy()
-    w = np.asarray(weight, dtype=np.float64)[0, 0]
-    xcf, _, _, s = _attention(x64, w, cfg)
-    return _restore(xcf * s[:, :, None], x64.shape, cfg)
+    return _run(cfg, x, {"conv.weight": weight})[0]
 
 
 def backward(
@@ -138,29 +257,62 @@ def backward(
         ``(dx, dw)``: dx of x's shape, dw of the canonical shape (1, 1, k), both float64.
     """
     cfg = _config(x, weight, padding=padding, gate=gate, data_format=data_format, channels=channels)
-    x64 = np.asarray(x, dtype=np.float64)
-    g64 = np.asarray(g, dtype=np.float64)
-    if g64.shape != x64.shape:
-        raise ValueError(f"upstream gradient shape {g64.shape} differs from input {x64.shape}")
-    w = np.asarray(weight, dtype=np.float64)[0, 0]
-    k = cfg.kernel_size
-    if x64.size == 0:
-        return x64.copy(), np.zeros((1, 1, k))
-    xcf, ypad, z, s = _attention(x64, w, cfg)
-    gcf = _channels_first(g64, cfg)
-    n, c, m = xcf.shape
-    dz = (gcf * xcf).sum(axis=-1) * gate_grad(z, s, cfg.gate)  # (N, C)
-    dw = np.array([(dz * ypad[:, j : j + c]).sum() for j in range(k)])
-    dypad = np.zeros_like(ypad)
-    for j in range(k):
-        dypad[:, j : j + c] += w[j] * dz
-    if cfg.padding == "circular":
-        dy = np.zeros((n, c))
-        np.add.at(dy.T, padded_channel_index(c, k), dypad.T)
-    else:
-        dy = dypad[:, cfg.pad : cfg.pad + c]
-    dxcf = gcf * s[:, :, None] + dy[:, :, None] / m
-    return _restore(dxcf, x64.shape, cfg), dw.reshape(1, 1, k)
+    dx, dp = _run(cfg, x, {"conv.weight": weight}, g)
+    return dx, dp["conv.weight"]
+
+
+def family_config(x: np.ndarray, params: Mapping[str, np.ndarray], attention: str, **kwargs):
+    """The config of ``attention`` for input x, reading sizes from the weights where not given.
+
+    Channels come from x (by ``data_format``); ECA's / ECA-NS's k, SE's hidden width and SE-GC's
+    groups from the weight shapes, as when porting a checkpoint. The params are then checked
+    against the kind's canonical schema (all missing / unexpected / mis-shaped keys at once).
+    """
+    x = np.asarray(x)
+    df = kwargs.get("data_format", "channels_first")
+    if kwargs.get("channels") is None:  # (a rank < 3 input fails check_input below)
+        kwargs["channels"] = int(x.shape[1 if df == "channels_first" else -1]) if x.ndim else 1
+    shape = {n: np.shape(v) for n, v in params.items()}
+    if attention in ("eca", "eca_ns") and kwargs.get("kernel_size") is None:
+        key = "conv.weight" if attention == "eca" else "weight"
+        if key in shape:
+            kwargs["kernel_size"] = int(shape[key][-1])
+    if attention == "se" and kwargs.get("rd_channels") is None and "fc1.weight" in shape:
+        kwargs["rd_channels"] = int(shape["fc1.weight"][0])
+    if attention == "se_gc" and kwargs.get("groups") is None and "fc.weight" in shape:
+        kwargs["groups"] = max(1, int(shape["fc.weight"][0]) // max(1, shape["fc.weight"][1]))
+    cfg = attention_config(attention, **kwargs)
+    floating = np.issubdtype(x.dtype, np.floating) or x.dtype.name in ("bfloat16",)
+    check_input(cfg, x.shape, is_floating=floating, dtype=str(x.dtype), backend="reference")
+    check_state(attention_schema(cfg), params, where=f"reference {attention}")
+    return cfg
+
+
+def attention_forward(
+    x: np.ndarray, params: Mapping[str, np.ndarray], attention: str = "eca", **kwargs
+) -> np.ndarray:
+    """Forward of any family member in float64 (``params``: canonical names, torch layouts).
+
+    ``kwargs`` are the constructor arguments (gate, data_format, padding, groups, ...); see
+    :func:`family_config` for what is read from the weights.
+
+    Example:
+        >>> x = np.ones((1, 4, 2, 2))
+        >>> attention_forward(x, {"weight": np.ones(4)}, "se_var2").shape
+        (1, 4, 2, 2)
+    """
+    return _run(family_config(x, params, attention, **kwargs), x, params)[0]
+
+
+def attention_backward(
+    x: np.ndarray,
+    params: Mapping[str, np.ndarray],
+    g: np.ndarray,
+    attention: str = "eca",
+    **kwargs,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Gradient of ``sum(g * attention_forward(x, params))``: ``(dx, {name: dparam})``."""
+    return _run(family_config(x, params, attention, **kwargs), x, params, g)
 
 
 class ECA:

@@ -214,25 +214,26 @@ def check_input(
         TypeError: a non-floating dtype.
     """
     ndim = len(shape)
+    block = f"{backend} {getattr(config, 'name', 'ECA')}"  # e.g. "torch ECA", "keras SE"
     if ndim < 3:
         raise ValueError(
-            f"{backend} ECA expects a batched input of rank >= 3 "
+            f"{block} expects a batched input of rank >= 3 "
             f"(N, C, *spatial) or (N, *spatial, C), got shape {tuple(shape)}"
         )
     if not is_floating:
-        raise TypeError(f"{backend} ECA expects a floating-point input, got dtype {dtype}")
+        raise TypeError(f"{block} expects a floating-point input, got dtype {dtype}")
     c = shape[config.channel_axis(ndim)]
     if config.channels is not None and c is not None and int(c) != config.channels:
         raise ValueError(
-            f"{backend} ECA was built for {config.channels} channels but the input has {c} on "
+            f"{block} was built for {config.channels} channels but the input has {c} on "
             f"axis {config.channel_axis(ndim)} ({config.data_format}); input shape {tuple(shape)}"
         )
     if c is not None and int(c) == 0:
-        raise ValueError(f"{backend} ECA input has zero channels; input shape {tuple(shape)}")
+        raise ValueError(f"{block} input has zero channels; input shape {tuple(shape)}")
     for ax in config.spatial_axes(ndim):
         if shape[ax] is not None and int(shape[ax]) == 0:
             raise ValueError(
-                f"{backend} ECA input has a zero-size spatial axis {ax} (the mean over it is "
+                f"{block} input has a zero-size spatial axis {ax} (the mean over it is "
                 f"undefined); input shape {tuple(shape)}"
             )
 

@@ -15,6 +15,8 @@ from eca_multi.conformance.generate import (
     GOLDENS_DIR,
     _npz_bytes,
     check_goldens,
+    golden_grads,
+    golden_params,
     load_golden,
 )
 from eca_multi.conformance.runner import run_group
@@ -72,5 +74,23 @@ def test_golden_inputs_are_representable_in_their_dtype():
         g = load_golden(case.id)
         for name in ("x", "g"):
             np.testing.assert_array_equal(round_to_dtype(g[name], case.dtype), g[name])
-        w = g["w"][0, 0]
-        assert case.k == 1 or np.abs(w - w[::-1]).max() > 0.3, f"{case.id}: kernel near-symmetric"
+        for name, w in golden_params(g).items():
+            np.testing.assert_array_equal(round_to_dtype(w, "float32"), w, err_msg=name)
+        if case.attention in ("eca", "eca_ns"):  # every kernel row far from its own flip
+            taps = golden_params(g)["conv.weight" if case.attention == "eca" else "weight"]
+            taps = taps.reshape(-1, taps.shape[-1])
+            asym = np.abs(taps - taps[:, ::-1]).max(axis=1).min()
+            assert case.k == 1 or asym > 0.3, f"{case.id}: kernel near-symmetric ({asym:.2f})"
+
+
+def test_family_goldens_hold_every_weight_and_gradient():
+    from eca_multi.conformance.cases import family_cases
+    from eca_multi.family import attention_config, attention_schema
+
+    for case in family_cases():
+        g = load_golden(case.id)
+        want = attention_schema(attention_config(case.attention, **case.attention_kwargs()))
+        params, grads = golden_params(g), golden_grads(g)
+        assert set(params) == set(want) == set(grads), f"{case.id}: {sorted(params)}"
+        for name, (shape, _) in want.items():
+            assert params[name].shape == grads[name].shape == shape, f"{case.id}/{name}"

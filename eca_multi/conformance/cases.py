@@ -5,13 +5,17 @@ hard_sigmoid; C in {1, 3, 7, 8, 64, 256, 2048} (the kernel rule's k = 1 / 3 / 5 
 k > C (both paddings); 1x1 and non-square spatial; batch 0, 1 and > 1; float32, bfloat16, float16;
 inputs that saturate the gate. Kernels are seeded asymmetric random vectors, so a flipped kernel
 fails. Goldens for each row are made by :mod:`eca_multi.conformance.generate` from the reference.
+
+The rest of the paper's channel-attention family (:mod:`eca_multi.family`: SE, SE-Var1/2/3, SE-GC,
+ECA-NS) has rows of its own (``attention`` other than "eca"): 2-D channels_first float32,
+channels_last 1-D with the hard sigmoid, and 3-D in bfloat16 or float16, each kind.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["CASES", "Case", "get_case"]
+__all__ = ["CASES", "Case", "family_cases", "get_case"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,9 @@ class Case:
     dtype: str = "float32"  # input / output dtype; the layer's weight stays float32
     x_scale: float = 1.0  # input amplitude
     saturate: bool = False  # |z| >= 0.2 * x_scale in every channel: the gate is flat (see generate)
+    attention: str = "eca"  # the family member (eca_multi.family.ATTENTIONS)
+    rd_channels: int | None = None  # se: hidden width
+    groups: int | None = None  # se_gc
 
     @property
     def channels(self) -> int:
@@ -46,12 +53,30 @@ class Case:
             data_format=self.data_format,
         )
 
+    def attention_kwargs(self) -> dict:
+        """Arguments of ``make_attention(case.attention, **kwargs)`` in every backend."""
+        if self.attention == "eca":
+            return self.layer_kwargs()
+        kw = dict(channels=self.channels, gate=self.gate, data_format=self.data_format)
+        if self.attention == "eca_ns":
+            kw.update(kernel_size=self.k, padding=self.padding)
+        elif self.attention == "se":
+            kw.update(rd_channels=self.rd_channels)
+        elif self.attention == "se_gc":
+            kw.update(groups=self.groups)
+        return kw
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def _c(id, shape, k, **kw) -> Case:
     return Case(id, tuple(shape), k, **kw)
+
+
+def family_cases(attention: str | None = None) -> tuple[Case, ...]:
+    """The rows of one family member (None: every row whose attention is not "eca")."""
+    return tuple(c for c in CASES if c.attention != "eca" and attention in (None, c.attention))
 
 
 CF, CL = "channels_first", "channels_last"
@@ -118,6 +143,44 @@ CASES: tuple[Case, ...] = (
     _c("fp16_c2048_k7_1d", (2, 2048, 3), 7, dtype="float16"),
     _c("fp16_cl_c16_k3_3d", (2, 2, 3, 4, 16), 3, data_format=CL, dtype="float16"),
 )
+
+
+def _family_cases() -> tuple[Case, ...]:
+    """Three rows per non-ECA kind: 2-D CF float32, CL 1-D hard sigmoid, 3-D CF 16-bit."""
+    rows = []
+    extra = {  # (2-D C=64, 1-D C=32, 3-D C=16) per-kind arguments
+        "se": [dict(rd_channels=4), dict(rd_channels=8), dict(rd_channels=4)],
+        "se_gc": [dict(groups=4), dict(groups=8), dict(groups=2)],
+        "eca_ns": [dict(k=3), dict(k=5, padding="circular"), dict(k=3)],
+    }
+    low = {"se": "bfloat16", "se_var1": "float16", "se_var2": "bfloat16"}
+    for kind in ("se", "se_var1", "se_var2", "se_var3", "se_gc", "eca_ns"):
+        a, b, c = extra.get(kind, [{}, {}, {}])
+        k = {"k": 1}  # unused by every kind but eca_ns
+        dt = low.get(kind, "float16" if kind == "se_var3" else "bfloat16")
+        rows += [
+            _c(f"{kind}_c64", (2, 64, 5, 5), **{**k, **a}, attention=kind),
+            _c(
+                f"{kind}_cl_c32_1d_hard",
+                (3, 9, 32),
+                **{**k, **b},
+                data_format=CL,
+                gate="hard_sigmoid",
+                attention=kind,
+            ),
+            _c(
+                f"{kind}_{_SHORT[dt]}_c16_3d",
+                (2, 16, 3, 4, 5),
+                **{**k, **c},
+                dtype=dt,
+                attention=kind,
+            ),
+        ]
+    return tuple(rows)
+
+
+_SHORT = {"bfloat16": "bf16", "float16": "fp16"}
+CASES = CASES + _family_cases()
 
 _BY_ID = {c.id: c for c in CASES}
 assert len(_BY_ID) == len(CASES), "duplicate case ids"

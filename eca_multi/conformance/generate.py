@@ -1,8 +1,11 @@
 """Make, store and verify the conformance goldens; only the NumPy reference writes them.
 
-Each case gets ``goldens/<case id>.npz`` holding float64 arrays x, w, g (inputs, exactly
+Each ECA case gets ``goldens/<case id>.npz`` holding float64 arrays x, w, g (inputs, exactly
 representable in the case's dtype; w in float32, canonical layout (1, 1, k)) and y, dx, dw (the
-reference's outputs). Files are written byte-deterministically (fixed zip timestamps), and
+reference's outputs). A case of another family member (SE, SE-Var1/2/3, SE-GC, ECA-NS) holds x, g,
+y, dx and, per canonical weight name, ``p.<name>`` (input, float32 values) and ``d.<name>`` (its
+gradient); :func:`golden_params` / :func:`golden_grads` read either form.
+Files are written byte-deterministically (fixed zip timestamps), and
 ``goldens/MANIFEST.json`` records the sha256 of each.
 
     python -m eca_multi.conformance.generate           # regenerate (refuses to change files
@@ -24,10 +27,19 @@ from pathlib import Path
 import numpy as np
 
 from .. import reference
+from ..family import attention_config, attention_schema, init_bounds
 from ..weights.io import atomic_write_bytes
 from .cases import CASES, Case, get_case
 
-__all__ = ["GOLDENS_DIR", "check_goldens", "load_golden", "make_golden", "round_to_dtype"]
+__all__ = [
+    "GOLDENS_DIR",
+    "check_goldens",
+    "golden_grads",
+    "golden_params",
+    "load_golden",
+    "make_golden",
+    "round_to_dtype",
+]
 
 GOLDENS_DIR = Path(__file__).parent / "goldens"
 MANIFEST = "MANIFEST.json"
@@ -82,9 +94,60 @@ def _saturating(rng: np.random.Generator, case: Case) -> tuple[np.ndarray, np.nd
     return x, w
 
 
+def _family_params(rng: np.random.Generator, case: Case) -> dict[str, np.ndarray]:
+    """Seeded weights of a family member: U(-2b, 2b) with b its init bound (z is O(1))."""
+    cfg = attention_config(case.attention, **case.attention_kwargs())
+    bounds = init_bounds(cfg)
+    params = {}
+    for name, (shape, _) in attention_schema(cfg).items():
+        if case.attention == "eca_ns":  # each channel's taps asymmetric: a flip must fail
+            rows = [_asymmetric_kernel(rng, shape[1]) for _ in range(shape[0])]
+            w = np.stack(rows) if rows else np.zeros(shape)
+        else:
+            w = rng.uniform(-2 * bounds[name], 2 * bounds[name], size=shape)
+        params[name] = round_to_dtype(w, "float32")
+    return params
+
+
+def _make_family_golden(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    x = round_to_dtype(rng.standard_normal(case.shape) * case.x_scale, case.dtype)
+    params = _family_params(rng, case)
+    g = round_to_dtype(rng.standard_normal(case.shape), case.dtype)
+    kw = case.attention_kwargs()
+    y = reference.attention_forward(x, params, case.attention, **kw)
+    dx, dp = reference.attention_backward(x, params, g, case.attention, **kw)
+    out = {"x": x, "g": g, "y": y, "dx": dx}
+    out.update({f"p.{n}": v for n, v in params.items()})
+    out.update({f"d.{n}": v for n, v in dp.items()})
+    return out
+
+
+def golden_params(golden: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{canonical name: float32 weight} of a golden (ECA's ``w`` is ``conv.weight``)."""
+    if "w" in golden:
+        return {"conv.weight": golden["w"].astype(np.float32)}
+    return {k[2:]: v.astype(np.float32) for k, v in golden.items() if k.startswith("p.")}
+
+
+def golden_grads(golden: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{canonical name: float64 reference gradient} of a golden."""
+    if "dw" in golden:
+        return {"conv.weight": golden["dw"]}
+    return {k[2:]: v for k, v in golden.items() if k.startswith("d.")}
+
+
+def _array_names(arrays: dict[str, np.ndarray]) -> list[str]:
+    """File order: ECA's fixed ARRAYS, else x, g, y, dx, then p.* and d.* sorted."""
+    if "w" in arrays:
+        return list(ARRAYS)
+    return ["x", "g", "y", "dx"] + sorted(k for k in arrays if k[:2] in ("p.", "d."))
+
+
 def make_golden(case: Case) -> dict[str, np.ndarray]:
     """Inputs drawn from the case's seed, outputs from the float64 reference."""
     rng = np.random.default_rng(_seed(case))
+    if case.attention != "eca":
+        return _make_family_golden(case, rng)
     if case.saturate:
         x, w = _saturating(rng, case)
     else:
@@ -105,7 +168,7 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """A .npz (readable by np.load) with fixed timestamps, so equal arrays give equal bytes."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in ARRAYS:
+        for name in _array_names(arrays):
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             arr = io.BytesIO()
@@ -125,7 +188,7 @@ def load_golden(case_id: str, goldens_dir: str | Path | None = None) -> dict[str
             "run python -m eca_multi.conformance.generate"
         )
     with np.load(path, allow_pickle=False) as z:
-        return {name: z[name] for name in ARRAYS}
+        return {name: z[name] for name in z.files}
 
 
 def _sha256(path: Path) -> str:
@@ -188,11 +251,14 @@ def check_goldens(goldens_dir: str | Path | None = None, *, regenerate: bool = T
         if not regenerate:
             continue
         stored, fresh = load_golden(case_id, goldens_dir), make_golden(case)
-        for name in ARRAYS:
+        if sorted(stored) != sorted(fresh):
+            problems.append(f"{case_id}: arrays {sorted(stored)} != regenerated {sorted(fresh)}")
+            continue
+        for name in _array_names(fresh):
             a, b = stored[name], fresh[name]
             if a.shape != b.shape:
                 problems.append(f"{case_id}/{name}: shape {a.shape} != regenerated {b.shape}")
-            elif name in INPUTS and not np.array_equal(a, b):
+            elif (name in INPUTS or name.startswith("p.")) and not np.array_equal(a, b):
                 problems.append(f"{case_id}/{name}: input differs from the seeded regeneration")
             elif not np.allclose(a, b, rtol=1e-12, atol=1e-300, equal_nan=True):
                 d = float(np.abs(a - b).max())

@@ -23,17 +23,32 @@ import traceback
 
 from .backends import resolve_backends
 from .cases import CASES, get_case
-from .generate import load_golden
+from .generate import golden_grads, load_golden
 from .tolerances import compare
 
 __all__ = ["check_outputs", "run_backend"]
 
-CHECKS = (("y", "forward"), ("dx", "grad"), ("dw", "grad"))
+CHECKS = (("y", "forward"), ("dx", "grad"))
+
+
+def grad_check_name(param: str) -> str:
+    """Check name of a weight's gradient: ``dw`` for ECA's kernel, ``d[<name>]`` otherwise."""
+    return "dw" if param == "conv.weight" else f"d[{param}]"
 
 
 def check_outputs(case, golden: dict, out: dict) -> dict:
-    """Compare one adapter result with the golden; returns per-tensor numbers and ``ok``."""
+    """Compare one adapter result with the golden; returns per-tensor numbers and ``ok``.
+
+    The adapter returns weight gradients as ``dparams`` ({canonical name: array}); ECA-only
+    adapters may return ``dw`` (the kernel's gradient) instead. Every golden gradient is checked.
+    """
     checks = {name: compare(out[name], golden[name], case.dtype, kind) for name, kind in CHECKS}
+    dparams = out["dparams"] if "dparams" in out else {"conv.weight": out["dw"]}
+    for name, ref in golden_grads(golden).items():
+        if name not in dparams:
+            checks[grad_check_name(name)] = {"ok": False, "got": "missing", "want": name}
+            continue
+        checks[grad_check_name(name)] = compare(dparams[name], ref, case.dtype, "grad")
     for key in ("y_dtype", "dx_dtype"):
         got = out.get(key)
         checks[key] = {"ok": got == case.dtype, "got": got, "want": case.dtype}
@@ -56,6 +71,11 @@ def run_backend(backend, cases, goldens_dir=None) -> tuple[list[dict], dict]:
         t0 = time.perf_counter()
         rec = {**base, "case": case.id, "dtype": case.dtype}
         try:
+            supported = getattr(adapter, "ATTENTIONS", ("eca",))
+            if case.attention not in supported:
+                raise NotImplementedError(
+                    f"the {backend.name} adapter does not implement attention {case.attention!r}"
+                )
             golden = load_golden(case.id, goldens_dir)
             out = adapter.run_case(backend.variant, case, golden)
             rec.update(check_outputs(case, golden, out), status="ran")
