@@ -100,8 +100,21 @@ def kernel_size(channels: int, gamma: float = 2, b: float = 1, min_size: int = 1
 _rule_kernel_size = kernel_size  # make_config's argument shadows the name
 
 
+class AxesMixin:
+    """Channel and spatial axes of a rank-``ndim`` input from ``self.data_format``."""
+
+    data_format: str
+
+    def channel_axis(self, ndim: int) -> int:
+        return 1 if self.data_format == "channels_first" else ndim - 1
+
+    def spatial_axes(self, ndim: int) -> tuple[int, ...]:
+        start = 2 if self.data_format == "channels_first" else 1
+        return tuple(range(start, start + ndim - 2))
+
+
 @dataclass(frozen=True)
-class ECAConfig:
+class ECAConfig(AxesMixin):
     """Resolved, validated ECA arguments shared by every backend.
 
     ``kernel_size`` is always the resolved odd int; ``kernel_size_arg`` keeps what the user passed
@@ -127,13 +140,6 @@ class ECAConfig:
     def weight_shape(self) -> tuple[int, int, int]:
         """Canonical (torch Conv1d) weight shape (out=1, in=1, k)."""
         return (1, 1, self.kernel_size)
-
-    def channel_axis(self, ndim: int) -> int:
-        return 1 if self.data_format == "channels_first" else ndim - 1
-
-    def spatial_axes(self, ndim: int) -> tuple[int, ...]:
-        start = 2 if self.data_format == "channels_first" else 1
-        return tuple(range(start, start + ndim - 2))
 
     def constructor_args(self) -> dict[str, Any]:
         """Keyword arguments that rebuild this config (used by repr and Keras get_config)."""
@@ -228,10 +234,12 @@ def check_input(
             f"{block} was built for {config.channels} channels but the input has {c} on "
             f"axis {config.channel_axis(ndim)} ({config.data_format}); input shape {tuple(shape)}"
         )
-    if c is not None and int(c) == 0:
+    # compare symbolic sizes without int(): int() pins a dynamic (torch.export) or symbolic
+    # (jax.export) size to the traced value; `== 0` is decided from the size's range instead
+    if c is not None and c == 0:
         raise ValueError(f"{block} input has zero channels; input shape {tuple(shape)}")
     for ax in config.spatial_axes(ndim):
-        if shape[ax] is not None and int(shape[ax]) == 0:
+        if shape[ax] is not None and shape[ax] == 0:
             raise ValueError(
                 f"{block} input has a zero-size spatial axis {ax} (the mean over it is "
                 f"undefined); input shape {tuple(shape)}"
