@@ -38,6 +38,7 @@ from .spec import (
     DATA_FORMATS,
     GATES,
     PADDINGS,
+    AxesMixin,
     ECAConfig,
     _check_choice,
     _check_int,
@@ -94,7 +95,7 @@ def se_reduced_channels(channels: int, reduction: int = 16, rd_divisor: int = 1)
 
 
 @dataclass(frozen=True)
-class AttentionConfig:
+class AttentionConfig(AxesMixin):
     """Resolved, validated arguments of a non-ECA family member, shared by every backend.
 
     Has the same ``channels`` / ``data_format`` / ``gate`` / ``channel_axis`` / ``spatial_axes``
@@ -120,13 +121,6 @@ class AttentionConfig:
     @property
     def pad(self) -> int:
         return (self.kernel_size - 1) // 2 if self.kernel_size else 0
-
-    def channel_axis(self, ndim: int) -> int:
-        return 1 if self.data_format == "channels_first" else ndim - 1
-
-    def spatial_axes(self, ndim: int) -> tuple[int, ...]:
-        start = 2 if self.data_format == "channels_first" else 1
-        return tuple(range(start, start + ndim - 2))
 
     def constructor_args(self) -> dict[str, Any]:
         """Keyword arguments of the backends' constructor for this kind (repr, get_config)."""
