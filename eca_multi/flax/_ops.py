@@ -1,23 +1,38 @@
-"""The ECA forward pass in ``jax.numpy``, shared by the NNX and Linen modules.
+"""The forward passes of ECA and its family in ``jax.numpy``, shared by the NNX and Linen modules.
 
 Paper: Wang et al., "ECA-Net", CVPR 2020, https://arxiv.org/abs/1910.03151; the block is defined
-once in :mod:`eca_multi.spec`. Pure function of (config, x, kernel): no host round trip, so it runs
-under ``jax.jit`` / ``nnx.jit``, ``jax.grad`` and ``jax.vmap`` on whatever device holds ``x``.
+once in :mod:`eca_multi.spec`, the rest of the paper's channel-attention family (SE, SE-Var1/2/3,
+SE-GC, ECA-NS) in :mod:`eca_multi.family`. Every member runs :func:`attend` (pool -> mix -> gate
+-> scale); only the channel mixing differs (:func:`family_mix`, ECA's :func:`_channel_conv`).
+Pure functions of (config, x, weights): no host round trip, so they run under ``jax.jit`` /
+``nnx.jit``, ``jax.grad`` and ``jax.vmap`` on whatever device holds ``x``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ..family import AttentionConfig, attention_schema, init_bounds
 from ..spec import ECAConfig, check_input, padded_channel_index
 from ..weights import Layout, to_native
 
-__all__ = ["eca", "kernel_init", "native_kernel_shape"]
+__all__ = [
+    "attend",
+    "eca",
+    "family_mix",
+    "kernel_init",
+    "native_kernel_shape",
+    "native_params",
+    "uniform_init",
+]
+
+_HIGHEST = lax.Precision.HIGHEST  # full float32 passes: no TF32 / bf16 on GPUs and TPUs
 
 
 def native_kernel_shape(config: ECAConfig) -> tuple[int, ...]:
@@ -38,12 +53,16 @@ def _gate(z: jax.Array, kind: str) -> jax.Array:
     return jax.nn.sigmoid(z) if kind == "sigmoid" else jax.nn.relu6(z + 3.0) * (1.0 / 6.0)
 
 
+def _pad_channels(y: jax.Array, config: ECAConfig | AttentionConfig) -> jax.Array:
+    """(N, C) -> (N, C + 2p): zero padding, or circular (a gather: channel (i - p) mod C)."""
+    if config.padding == "circular":  # defined for k > C too
+        return jnp.take(y, jnp.asarray(padded_channel_index(y.shape[1], config.kernel_size)), 1)
+    return jnp.pad(y, ((0, 0), (config.pad, config.pad)))
+
+
 def _channel_conv(y: jax.Array, kernel: jax.Array, config: ECAConfig) -> jax.Array:
     """Pad the pooled (N, C) vector along C, then a VALID k-tap cross-correlation (no flip)."""
-    if config.padding == "circular":  # a gather: channel (i - p) mod C, defined for k > C
-        y = jnp.take(y, jnp.asarray(padded_channel_index(y.shape[1], config.kernel_size)), axis=1)
-    else:
-        y = jnp.pad(y, ((0, 0), (config.pad, config.pad)))
+    y = _pad_channels(y, config)
     # HIGHEST: full float32 passes, no TF32 on GPUs whatever jax_default_matmul_precision says
     z = lax.conv_general_dilated(
         y[:, :, None],
@@ -56,19 +75,96 @@ def _channel_conv(y: jax.Array, kernel: jax.Array, config: ECAConfig) -> jax.Arr
     return z[:, :, 0]
 
 
-def eca(config: ECAConfig, x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """ECA of ``x`` with the native (k, 1, 1) ``kernel`` (Flax Conv1D layout ``(k, in, out)``).
+def attend(
+    config: ECAConfig | AttentionConfig,
+    x: jax.Array,
+    mix: Callable[[jax.Array, jnp.dtype], jax.Array],
+    weights: tuple[jax.Array, ...] = (),
+) -> jax.Array:
+    """pool -> ``mix`` -> gate -> scale: the one code path of ECA and every family member.
 
-    The attention path (pooled vector, conv, gate) runs in at least float32; the output has the
+    ``mix(y, dtype)`` maps the pooled (N, C) vector to the gate's input z (N, C), computing in
+    ``dtype``: at least float32 (16-bit inputs and ``weights`` are upcast); the output has the
     dtype of ``x``. Shapes are static under ``jit``, so the input check runs at trace time.
     """
     x = jnp.asarray(x)
     floating = bool(jnp.issubdtype(x.dtype, jnp.floating))
     check_input(config, x.shape, is_floating=floating, dtype=str(x.dtype), backend="flax")
     spatial = config.spatial_axes(x.ndim)
-    dtype = jnp.result_type(jnp.float32, x.dtype, kernel.dtype)  # upcast 16-bit inputs
+    dtype = jnp.result_type(jnp.float32, x.dtype, *(w.dtype for w in weights))
     m = math.prod(x.shape[a] for a in spatial)  # NOTE: sum * (1/m), as XLA compiles a mean
     y = jnp.sum(x, axis=spatial, dtype=dtype) * (1.0 / m)  # (N, C); eager == jit bit for bit
-    z = _channel_conv(y, kernel.astype(dtype), config)  # (N, C)
+    z = mix(y, dtype)  # (N, C)
     s = _gate(z, config.gate).astype(x.dtype)
     return x * jnp.expand_dims(s, spatial)
+
+
+def eca(config: ECAConfig, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """ECA of ``x`` with the native (k, 1, 1) ``kernel`` (Flax Conv1D layout ``(k, in, out)``).
+
+    The attention path (pooled vector, conv, gate) runs in at least float32; the output has the
+    dtype of ``x``.
+    """
+    return attend(config, x, lambda y, dt: _channel_conv(y, kernel.astype(dt), config), (kernel,))
+
+
+# ---------------------------------------------------------------------------------------------
+# the rest of the family: native parameters and channel mixing
+
+
+def native_params(config: AttentionConfig) -> dict[str, tuple[str, tuple[int, ...], Layout, float]]:
+    """Native path -> (canonical name, native shape, layout, init bound) of a family member.
+
+    Native paths rename the canonical ``weight`` to Flax's ``kernel`` (``fc1.weight`` ->
+    ``fc1.kernel``, ``weight`` -> ``kernel``); shapes are the canonical ones through the layout
+    table (CONV2D (out, in, 1, 1) -> (1, 1, in, out); LINEAR (out, in) -> (in, out)).
+    """
+    bounds = init_bounds(config)
+    out = {}
+    for name, (shape, layout) in attention_schema(config).items():
+        path = name[: -len("weight")] + "kernel" if name.endswith("weight") else name
+        native = to_native(np.empty(shape, np.float32), layout).shape
+        out[path] = (name, tuple(native), layout, bounds[name])
+    return out
+
+
+def uniform_init(bound: float) -> Callable:
+    """Initializer drawing U(-bound, bound) (torch's Conv / Linear default, see init_bounds)."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
+
+    return init
+
+
+def family_mix(
+    config: AttentionConfig, y: jax.Array, params: Mapping[str, jax.Array], dtype: jnp.dtype
+) -> jax.Array:
+    """z = mix(y) of a non-ECA member; ``params``: native path -> array (see native_params).
+
+    Matmuls run at ``Precision.HIGHEST`` whatever ``jax_default_matmul_precision`` says.
+    """
+    p = {k: v.astype(dtype) for k, v in params.items()}
+    kind = config.kind
+    if kind == "se_var1":
+        return y
+    if kind == "se_var2":
+        return y * p["kernel"]
+    if kind == "se_var3":  # native (in, out)
+        return jnp.dot(y, p["fc.kernel"], precision=_HIGHEST)
+    if kind == "se":  # 1x1 conv kernels (1, 1, in, out) on the pooled vector: two matmuls
+        h = jnp.dot(y, p["fc1.kernel"][0, 0], precision=_HIGHEST) + p["fc1.bias"]
+        return jnp.dot(jax.nn.relu(h), p["fc2.kernel"][0, 0], precision=_HIGHEST) + p["fc2.bias"]
+    if kind == "se_gc":  # block-diagonal: W[g*Cg + o, i] multiplies y[g*Cg + i]
+        n, c = y.shape
+        g = config.groups
+        wg = p["fc.kernel"].reshape(g, c // g, c // g)  # (G, out, in)
+        z = jnp.einsum("ngi,goi->ngo", y.reshape(n, g, c // g), wg, precision=_HIGHEST)
+        return z.reshape(n, c)
+    # eca_ns: z[c] = sum_j W[c, j] ypad[c + j], a band of k non-shared taps per channel
+    w, c = p["kernel"], y.shape[1]
+    ypad = _pad_channels(y, config)
+    z = w[:, 0] * ypad[:, :c]
+    for j in range(1, config.kernel_size):
+        z = z + w[:, j] * ypad[:, j : j + c]
+    return z
