@@ -19,7 +19,7 @@ from .backends import Backend
 from .cases import CASES
 from .tolerances import describe_failure, tolerance
 
-__all__ = ["format_matrix", "run_group", "run_matrix", "summarize"]
+__all__ = ["format_matrix", "run_group", "run_json_worker", "run_matrix", "summarize"]
 
 SHORT = {
     "torch": "torch",
@@ -42,37 +42,50 @@ def run_group(
     timeout: float = 1800,
 ) -> dict:
     """Run one process group's backends in a fresh interpreter; returns the worker's JSON."""
-    env = {**os.environ, **backends[0].env}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with tempfile.TemporaryDirectory(prefix="eca-conformance-") as tmp:
+    args = ["--backends", ",".join(b.name for b in backends)]
+    if cases is not None:
+        args += ["--cases", ",".join(c.id for c in cases)]
+    if goldens_dir is not None:
+        args += ["--goldens", str(goldens_dir)]
+    data, msg = run_json_worker("eca_multi.conformance.worker", args, backends[0].env, timeout)
+    if data is None:
+        msg = f"worker for {backends[0].group} {msg}"
+        cs = cases if cases is not None else CASES
+        return {
+            "results": [
+                {"backend": b.name, "case": c.id, "status": "error", "ok": False, "error": msg}
+                for b in backends
+                for c in cs
+            ],
+            "env": {},
+        }
+    return data
+
+
+def run_json_worker(
+    module: str, args: list[str], env: dict[str, str], timeout: float = 1800
+) -> tuple[dict | None, str]:
+    """``python -m module *args --json FILE`` in a fresh interpreter with ``env`` added.
+
+    Used by the conformance and the deploy (export matrix) runners: one process per framework /
+    Keras backend. Returns (the JSON the worker wrote, "") or (None, "exited RC: output tail").
+    """
+    full_env = {**os.environ, **env}
+    full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory(prefix="eca-worker-") as tmp:
         out = Path(tmp) / "results.json"
-        cmd = [
-            sys.executable,
-            "-m",
-            "eca_multi.conformance.worker",
-            "--backends",
-            ",".join(b.name for b in backends),
-            "--json",
-            str(out),
-        ]
-        if cases is not None:
-            cmd += ["--cases", ",".join(c.id for c in cases)]
-        if goldens_dir is not None:
-            cmd += ["--goldens", str(goldens_dir)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        cmd = [sys.executable, "-m", module, *args, "--json", str(out)]
+        try:
+            proc = subprocess.run(
+                cmd, env=full_env, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired as e:
+            tail = e.stdout or b""  # bytes here even with text=True
+            tail = (tail.decode(errors="replace") if isinstance(tail, bytes) else tail)[-2000:]
+            return None, f"timed out after {timeout:.0f} s: {tail}"
         if proc.returncode != 0 or not out.exists():
-            tail = (proc.stdout + proc.stderr)[-3000:]
-            msg = f"worker for {backends[0].group} exited {proc.returncode}: {tail}"
-            cs = cases if cases is not None else CASES
-            return {
-                "results": [
-                    {"backend": b.name, "case": c.id, "status": "error", "ok": False, "error": msg}
-                    for b in backends
-                    for c in cs
-                ],
-                "env": {},
-            }
-        return json.loads(out.read_text())
+            return None, f"exited {proc.returncode}: {(proc.stdout + proc.stderr)[-3000:]}"
+        return json.loads(out.read_text()), ""
 
 
 def run_matrix(backends: list[Backend], cases=None, goldens_dir=None, jobs: int = 2) -> dict:
