@@ -4,6 +4,10 @@ Variants: ``"eager"`` calls the layer directly and differentiates with the backe
 (``tf.GradientTape``, ``jax.vjp`` over ``layer.stateless_call``, torch autograd); ``"jit"`` runs the
 same under the backend's compiler (``tf.function(jit_compile=True)`` i.e. XLA, or ``jax.jit``).
 The torch Keras backend has no ``"jit"`` variant. ``KERAS_BACKEND`` is fixed per process.
+
+Every member of the channel-attention family (:data:`ATTENTIONS`) runs through the same code:
+the layer comes from :func:`eca_multi.keras.family.make_attention`, weights from the golden's
+canonical params, and the gradient of every weight is returned in the canonical layout.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from ..weights.layouts import Layout, to_canonical
-from .layer import ECA, load_canonical
+from ..conformance.generate import golden_params
+from ..family import ATTENTIONS
+from ..weights.layouts import to_canonical
+from .family import attention_variables, load_canonical, make_attention
 
-__all__ = ["VARIANTS", "run_case", "setup", "vjp"]
+__all__ = ["ATTENTIONS", "VARIANTS", "run_case", "setup", "vjp", "vjp_params"]
 
 VARIANTS = {"tensorflow": ("eager", "jit"), "jax": ("eager", "jit"), "torch": ("eager",)}
 
@@ -56,45 +62,50 @@ def _check_variant(variant: str) -> str:
     return backend
 
 
-def _tf_vjp(layer: ECA, x, g, jit: bool):
+def _tf_vjp(layer, x, g, jit: bool):
     import tensorflow as tf
+
+    variables = [v.value for v in layer.trainable_variables]
 
     def f(x, g):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x)
-        dx, dw = tape.gradient(y, [x, layer.kernel.value], output_gradients=g)
-        return y, dx, dw
+        dx, *dws = tape.gradient(y, [x, *variables], output_gradients=g)
+        return y, dx, dws
 
     return tf.function(f, jit_compile=True)(x, g) if jit else f(x, g)
 
 
-def _jax_vjp(layer: ECA, x, g, jit: bool):
+def _jax_vjp(layer, x, g, jit: bool):
     import jax
 
-    def f(kernel, x, g):
-        fwd = lambda kernel, x: layer.stateless_call([kernel], [], x)[0]
-        y, pullback = jax.vjp(fwd, kernel, x)
-        dw, dx = pullback(g)
-        return y, dx, dw
+    def f(trainable, non_trainable, x, g):
+        fwd = lambda trainable, x: layer.stateless_call(trainable, non_trainable, x)[0]
+        y, pullback = jax.vjp(fwd, trainable, x)
+        dws, dx = pullback(g)
+        return y, dx, list(dws)
 
-    return (jax.jit(f) if jit else f)(layer.kernel.value, x, g)
+    trainable = [v.value for v in layer.trainable_variables]
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+    return (jax.jit(f) if jit else f)(trainable, non_trainable, x, g)
 
 
-def _torch_vjp(layer: ECA, x, g):
+def _torch_vjp(layer, x, g):
     x = x.detach().requires_grad_(True)
-    kernel = layer.kernel.value
-    kernel.grad = None
+    variables = [v.value for v in layer.trainable_variables]
+    for v in variables:
+        v.grad = None
     y = layer(x)
     y.backward(g)
-    return y.detach(), x.grad, kernel.grad
+    return y.detach(), x.grad, [v.grad for v in variables]
 
 
-def vjp(layer: ECA, x: Any, g: Any, variant: str = "eager"):
-    """``(y, dx, dkernel)`` backend tensors: the forward and the VJP for upstream gradient ``g``.
+def vjp_params(layer, x: Any, g: Any, variant: str = "eager"):
+    """``(y, dx, dweights)``: the forward and the VJP for upstream gradient ``g``.
 
-    ``x`` and ``g`` are backend tensors of the input dtype; ``dkernel`` is in the native (k, 1, 1)
-    layout. The layer must be built.
+    ``x`` and ``g`` are backend tensors of the input dtype; ``dweights`` lists the gradients of
+    ``layer.trainable_variables`` in that order, in the native layouts. The layer must be built.
     """
     backend = _check_variant(variant)
     if backend == "tensorflow":
@@ -102,6 +113,12 @@ def vjp(layer: ECA, x: Any, g: Any, variant: str = "eager"):
     if backend == "jax":
         return _jax_vjp(layer, x, g, jit=variant == "jit")
     return _torch_vjp(layer, x, g)
+
+
+def vjp(layer, x: Any, g: Any, variant: str = "eager"):
+    """``(y, dx, dkernel)`` of a one-weight layer (ECA: dkernel in the native (k, 1, 1) layout)."""
+    y, dx, dws = vjp_params(layer, x, g, variant)
+    return y, dx, dws[0]
 
 
 def to_numpy(t) -> np.ndarray:
@@ -116,16 +133,21 @@ def dtype_name(t) -> str:
 def run_case(variant: str, case, golden: dict) -> dict:
     """Run one conformance case; see :mod:`eca_multi.conformance.backends` for the contract."""
     _check_variant(variant)
-    layer = ECA(**case.layer_kwargs())
-    load_canonical(layer, {"conv.weight": golden["w"].astype(np.float32)})
+    layer = make_attention(case.attention, **case.attention_kwargs())
+    load_canonical(layer, golden_params(golden))
     # golden x and g are exactly representable in case.dtype: float32 first, then a lossless cast
     x = keras.ops.cast(keras.ops.convert_to_tensor(golden["x"].astype(np.float32)), case.dtype)
     g = keras.ops.cast(keras.ops.convert_to_tensor(golden["g"].astype(np.float32)), case.dtype)
-    y, dx, dw = vjp(layer, x, g, variant)
+    y, dx, dws = vjp_params(layer, x, g, variant)
+    names = {id(var): (name, layout) for name, (var, layout) in attention_variables(layer).items()}
+    dparams = {}
+    for var, dw in zip(layer.trainable_variables, dws, strict=True):
+        name, layout = names[id(var)]
+        dparams[name] = to_canonical(to_numpy(dw), layout)
     return {
         "y": to_numpy(y),
         "dx": to_numpy(dx),
-        "dw": to_canonical(to_numpy(dw), Layout.CONV1D),
+        "dparams": dparams,
         "y_dtype": dtype_name(y),
         "dx_dtype": dtype_name(dx),
     }
