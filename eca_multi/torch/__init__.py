@@ -4,9 +4,15 @@
 and layout of the official ECA-Net code and of timm, so their weights load with
 ``load_state_dict``. :func:`export_canonical` / :func:`load_canonical` convert to and from the
 framework-free canonical weights (see :mod:`eca_multi.weights`).
+
+The rest of the paper's channel-attention family (:mod:`eca_multi.torch.family`): :class:`SE`
+(timm ``SEModule`` names), :class:`SEVar1`, :class:`SEVar2`, :class:`SEVar3`, :class:`SEGC`,
+:class:`ECANS`; :func:`make_attention` builds any member by name, :func:`from_config` from a
+config, and every model builder takes ``attention=`` / ``attention_kwargs=``.
 """
 
 from .canonical import export_canonical, load_canonical
+from .family import ECANS, SE, SEGC, SEVar1, SEVar2, SEVar3, from_config, make_attention
 from .layer import ECA
 from .models import (
     create_model,
@@ -22,6 +28,12 @@ from .models import (
 
 __all__ = [
     "ECA",
+    "ECANS",
+    "SE",
+    "SEGC",
+    "SEVar1",
+    "SEVar2",
+    "SEVar3",
     "create_model",
     "eca_mobilenet_v2",
     "eca_resnet18",
@@ -31,6 +43,8 @@ __all__ = [
     "eca_resnet152",
     "export_canonical",
     "export_canonical_model",
+    "from_config",
     "load_canonical",
     "load_canonical_model",
+    "make_attention",
 ]

@@ -2,7 +2,9 @@
 
 Variants: ``"eager"`` runs the module as is; ``"compile"`` runs
 ``torch.compile(fullgraph=True, dynamic=False)`` of a function returning the layer's output, with
-the backward (AOTAutograd's compiled graph) reached through ``torch.autograd.grad``.
+the backward (AOTAutograd's compiled graph) reached through ``torch.autograd.grad``. Every member
+of the channel-attention family (:data:`ATTENTIONS`) runs, built by
+:func:`eca_multi.torch.family.make_attention` from the case's arguments.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..weights import Layout, to_canonical
-from . import ECA, load_canonical
+from ..conformance.generate import golden_params
+from ..family import ATTENTIONS, attention_schema
+from .canonical import load_canonical
+from .family import make_attention
 
-__all__ = ["VARIANTS", "run_case", "setup"]
+__all__ = ["ATTENTIONS", "VARIANTS", "run_case", "setup"]
 
 VARIANTS = ("eager", "compile")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -33,7 +37,7 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _forward(layer: ECA, variant: str):
+def _forward(layer: torch.nn.Module, variant: str):
     if variant == "eager":
         return layer
     if variant == "compile":
@@ -49,19 +53,21 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def run_case(variant: str, case, golden: dict) -> dict:
-    """Forward and VJP of one case; returns float64 y, dx, dw (canonical) and output dtypes."""
+    """Forward and VJP of one case; float64 y, dx, dparams (canonical names) and output dtypes."""
     device, dtype = _device(), _DTYPES[case.dtype]
-    layer = ECA(**case.layer_kwargs()).to(device)
-    load_canonical(layer, {"conv.weight": golden["w"].astype(np.float32)})
+    layer = make_attention(case.attention, **case.attention_kwargs()).to(device)
+    load_canonical(layer, golden_params(golden))
+    names = list(attention_schema(layer.config))
+    params = [layer.get_parameter(n) for n in names]
     fn = _forward(layer, variant)
     x = torch.as_tensor(golden["x"]).to(device=device, dtype=dtype).requires_grad_(True)
     g = torch.as_tensor(golden["g"]).to(device=device, dtype=dtype)
     y = fn(x)
-    dx, dw = torch.autograd.grad(y, (x, layer.conv.weight), grad_outputs=g, materialize_grads=True)
+    dx, *dparams = torch.autograd.grad(y, (x, *params), grad_outputs=g, materialize_grads=True)
     return {
         "y": _numpy(y),
         "dx": _numpy(dx),
-        "dw": to_canonical(_numpy(dw), Layout.NONE),  # torch's layout is the canonical one
+        "dparams": {n: _numpy(d) for n, d in zip(names, dparams, strict=True)},  # torch = canonical
         "y_dtype": _NAMES[y.dtype],
         "dx_dtype": _NAMES[dx.dtype],
     }

@@ -10,6 +10,12 @@ timm's ECA-ResNets (``ecaresnet50d`` ...) are timm's own models on the torch sid
 :func:`create_model` hands those names to ``timm.create_model``. Their canonical names are timm's
 ``state_dict`` keys, equal to :func:`eca_multi.archs.schema` of the same name.
 
+Every builder takes ``attention=`` (one of :data:`eca_multi.family.ATTENTIONS`, or None for the
+plain network) and ``attention_kwargs=``: the block's attention module, built by
+:func:`eca_multi.torch.family.from_config` from the plan's config, sits where ECA sits (attribute
+``eca`` / timm's ``se``), so e.g. SE's keys are ``layer1.0.eca.fc1.weight``. Attention modules
+keep their own init (:func:`eca_multi.family.init_bounds`); convs and BatchNorms get torchvision's.
+
 Canonical model weights are the ``state_dict`` as NumPy arrays, ``num_batches_tracked`` included:
 :func:`export_canonical_model` / :func:`load_canonical_model` work for any ``nn.Module``.
 """
@@ -26,7 +32,7 @@ from torch import nn
 from .. import archs
 from ..weights import check_state
 from ..weights.layouts import Layout
-from .layer import ECA
+from .family import CLASSES, from_config
 
 __all__ = [
     "ECAMobileNetV2",
@@ -65,7 +71,9 @@ class ECABlock(nn.Module):
     """A basic or bottleneck residual block from an :class:`eca_multi.archs.BlockPlan`.
 
     Attributes in the official order (conv1, bn1, ..., ``eca`` or timm's ``se``, downsample), so
-    ``state_dict`` keys are ``layerX.Y.conv1.weight`` ... ``layerX.Y.eca.conv.weight``.
+    ``state_dict`` keys are ``layerX.Y.conv1.weight`` ... ``layerX.Y.eca.conv.weight``. The
+    attention module is the plan's (:meth:`eca_multi.archs.BlockPlan.attention_config`); with
+    ``attention=None`` the attribute is None and the block is a plain ResNet block.
     """
 
     def __init__(self, plan: archs.BlockPlan) -> None:
@@ -77,7 +85,8 @@ class ECABlock(nn.Module):
             self.pairs.append((_leaf(conv.name), _leaf(bn)))
         self.relu = nn.ReLU(inplace=True)
         self.eca_attr = plan.eca_attr
-        setattr(self, plan.eca_attr, ECA(kernel_size=plan.k))  # k from the plan, not the rule
+        cfg = plan.attention_config()  # ECA / ECA-NS: k from the plan, not the rule
+        setattr(self, plan.eca_attr, None if cfg is None else from_config(cfg))
         ds = archs.downsample_convs(plan)
         if plan.downsample == "conv":
             ((conv, _),) = ds
@@ -100,7 +109,9 @@ class ECABlock(nn.Module):
             out = getattr(self, bn)(getattr(self, conv)(out))
             if i < len(self.pairs) - 1:
                 out = self.relu(out)
-        out = getattr(self, self.eca_attr)(out)  # ECA after the last BN, before the residual add
+        attention = getattr(self, self.eca_attr)
+        if attention is not None:  # after the last BN, before the residual add
+            out = attention(out)
         identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
 
@@ -112,6 +123,9 @@ class ECAResNet(nn.Module):
         name: an architecture of :data:`eca_multi.archs.ARCHS` that is a ResNet.
         num_classes: classifier width (default: the arch's 1000).
         kernel_sizes: per-stage ECA kernel sizes (default: the arch's published ones).
+        attention: the block attention (:data:`eca_multi.family.ATTENTIONS`) or None (none).
+        attention_kwargs: its arguments (not ``channels`` / ``data_format``), e.g.
+            ``{"groups": 8}`` for "se_gc" or ``{"rd_divisor": 8}`` for timm's SE width.
 
     Input shape:
         (N, 3, H, W) float32 images.
@@ -121,13 +135,19 @@ class ECAResNet(nn.Module):
     """
 
     def __init__(
-        self, name: str, num_classes: int | None = None, kernel_sizes: tuple[int, ...] | None = None
+        self,
+        name: str,
+        num_classes: int | None = None,
+        kernel_sizes: tuple[int, ...] | None = None,
+        attention: str | None = "eca",
+        attention_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         arch = archs.get_arch(name)
         if not isinstance(arch, archs.ResNetArch):
             raise ValueError(f"{name} is not a ResNet architecture")
         self.arch_name = name
+        _remember(self, kernel_sizes, attention, attention_kwargs)
         stem, width = archs.stem_plan(arch)
         conv1: list[nn.Module] = []  # plain: one 7x7 conv; timm deep stems: (conv, bn, relu) x 3
         for kind, item in stem:
@@ -142,7 +162,7 @@ class ECAResNet(nn.Module):
         self.bn1 = _bn(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # torch pads with -inf
-        blocks = archs.resnet_blocks(arch, kernel_sizes)
+        blocks = archs.resnet_blocks(arch, kernel_sizes, attention, attention_kwargs)
         for stage in range(1, len(arch.layers) + 1):
             layer = [ECABlock(b) for b in blocks if b.prefix.startswith(f"layer{stage}.")]
             setattr(self, f"layer{stage}", nn.Sequential(*layer))
@@ -158,7 +178,10 @@ class ECAResNet(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """ECA-MobileNetV2 block ``features.I``: ``conv`` = [ConvBNReLU6 ...], Conv2d, BN, ECA."""
+    """ECA-MobileNetV2 block ``features.I``: ``conv`` = [ConvBNReLU6 ...], Conv2d, BN, attention.
+
+    The attention module (the plan's; none with ``attention=None``) is the Sequential's last item.
+    """
 
     def __init__(self, plan: archs.InvertedResidualPlan) -> None:
         super().__init__()
@@ -168,7 +191,9 @@ class InvertedResidual(nn.Module):
                 layers.append(nn.Sequential(_conv(conv), _bn(conv.cout), nn.ReLU6(inplace=True)))
             else:
                 layers += [_conv(conv), _bn(conv.cout)]
-        layers.append(ECA(kernel_size=plan.k))  # after the projection BN: features.I.conv.{3,4}
+        cfg = plan.attention_config()  # after the projection BN: features.I.conv.{3,4}
+        if cfg is not None:
+            layers.append(from_config(cfg))
         self.conv = nn.Sequential(*layers)
         self.use_res_connect = plan.use_res
 
@@ -183,6 +208,8 @@ class ECAMobileNetV2(nn.Module):
         num_classes: classifier width (default 1000).
         kernel_sizes: ``{block index: k}`` for ``features.1`` ... ``features.17`` (default: the
             published "k13" rule).
+        attention: the block attention (:data:`eca_multi.family.ATTENTIONS`) or None (none).
+        attention_kwargs: its arguments (not ``channels`` / ``data_format``).
 
     Input shape:
         (N, 3, H, W) float32 images.
@@ -192,13 +219,19 @@ class ECAMobileNetV2(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int | None = None, kernel_sizes: Mapping[int, int] | None = None
+        self,
+        num_classes: int | None = None,
+        kernel_sizes: Mapping[int, int] | None = None,
+        attention: str | None = "eca",
+        attention_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         arch = archs.get_arch("eca_mobilenet_v2")
         self.arch_name = arch.name
+        _remember(self, kernel_sizes, attention, attention_kwargs)
         stem = archs.ConvPlan("features.0.0", 3, arch.input_channel, 3, 2)
-        blocks = archs.mobilenet_v2_blocks(arch, dict(kernel_sizes) if kernel_sizes else None)
+        ks = dict(kernel_sizes) if kernel_sizes else None
+        blocks = archs.mobilenet_v2_blocks(arch, ks, attention, attention_kwargs)
         last = archs.ConvPlan(f"features.{len(blocks) + 1}.0", blocks[-1].oup, arch.last_channel, 1)
         self.features = nn.Sequential(
             nn.Sequential(_conv(stem), _bn(stem.cout), nn.ReLU6(inplace=True)),
@@ -214,9 +247,26 @@ class ECAMobileNetV2(nn.Module):
         return self.classifier(x)
 
 
+_ATTENTION_TYPES = tuple(CLASSES.values())
+
+
+def _remember(model: nn.Module, kernel_sizes, attention, attention_kwargs) -> None:
+    """Record the build arguments that :func:`load_canonical_model` needs for the schema."""
+    archs.resolve_attention(attention, attention_kwargs)  # a clear error before any layer is built
+    model.kernel_sizes_arg = None if kernel_sizes is None else kernel_sizes
+    model.attention = attention
+    model.attention_kwargs = dict(attention_kwargs or {})
+
+
 def _init_weights(model: nn.Module) -> None:
-    """torchvision's init: Kaiming-normal (fan_out) convs, BN gamma 1 / beta 0 (ECA: its own)."""
+    """torchvision's init: Kaiming-normal (fan_out) convs, BN gamma 1 / beta 0.
+
+    Attention modules keep their own init (SE's 1x1 convs included): ``init_bounds``.
+    """
+    own = {id(s) for m in model.modules() if isinstance(m, _ATTENTION_TYPES) for s in m.modules()}
     for m in model.modules():
+        if id(m) in own:
+            continue
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
@@ -224,34 +274,80 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def eca_resnet18(kernel_sizes=None, num_classes: int = 1000) -> ECAResNet:
-    """ECA-ResNet-18 (basic blocks, published k per stage 3, 5, 7, 7)."""
-    return ECAResNet("eca_resnet18", num_classes, kernel_sizes)
+def eca_resnet18(
+    kernel_sizes=None,
+    num_classes: int = 1000,
+    attention: str | None = "eca",
+    attention_kwargs: dict[str, Any] | None = None,
+) -> ECAResNet:
+    """ECA-ResNet-18 (basic blocks, published k per stage 3, 5, 7, 7).
+
+    ``attention`` / ``attention_kwargs``: the block attention, as for :class:`ECAResNet`.
+    """
+    return ECAResNet("eca_resnet18", num_classes, kernel_sizes, attention, attention_kwargs)
 
 
-def eca_resnet34(kernel_sizes=None, num_classes: int = 1000) -> ECAResNet:
-    """ECA-ResNet-34 (basic blocks, published k per stage 3, 3, 5, 7)."""
-    return ECAResNet("eca_resnet34", num_classes, kernel_sizes)
+def eca_resnet34(
+    kernel_sizes=None,
+    num_classes: int = 1000,
+    attention: str | None = "eca",
+    attention_kwargs: dict[str, Any] | None = None,
+) -> ECAResNet:
+    """ECA-ResNet-34 (basic blocks, published k per stage 3, 3, 5, 7).
+
+    ``attention`` / ``attention_kwargs``: the block attention, as for :class:`ECAResNet`.
+    """
+    return ECAResNet("eca_resnet34", num_classes, kernel_sizes, attention, attention_kwargs)
 
 
-def eca_resnet50(kernel_sizes=None, num_classes: int = 1000) -> ECAResNet:
-    """ECA-ResNet-50 (bottlenecks, published k per stage 3, 5, 5, 7)."""
-    return ECAResNet("eca_resnet50", num_classes, kernel_sizes)
+def eca_resnet50(
+    kernel_sizes=None,
+    num_classes: int = 1000,
+    attention: str | None = "eca",
+    attention_kwargs: dict[str, Any] | None = None,
+) -> ECAResNet:
+    """ECA-ResNet-50 (bottlenecks, published k per stage 3, 5, 5, 7).
+
+    ``attention`` / ``attention_kwargs``: the block attention, as for :class:`ECAResNet`.
+    """
+    return ECAResNet("eca_resnet50", num_classes, kernel_sizes, attention, attention_kwargs)
 
 
-def eca_resnet101(kernel_sizes=None, num_classes: int = 1000) -> ECAResNet:
-    """ECA-ResNet-101 (bottlenecks, published k per stage 3, 3, 5, 7)."""
-    return ECAResNet("eca_resnet101", num_classes, kernel_sizes)
+def eca_resnet101(
+    kernel_sizes=None,
+    num_classes: int = 1000,
+    attention: str | None = "eca",
+    attention_kwargs: dict[str, Any] | None = None,
+) -> ECAResNet:
+    """ECA-ResNet-101 (bottlenecks, published k per stage 3, 3, 5, 7).
+
+    ``attention`` / ``attention_kwargs``: the block attention, as for :class:`ECAResNet`.
+    """
+    return ECAResNet("eca_resnet101", num_classes, kernel_sizes, attention, attention_kwargs)
 
 
-def eca_resnet152(kernel_sizes=None, num_classes: int = 1000) -> ECAResNet:
-    """ECA-ResNet-152 (bottlenecks, published k per stage 3, 3, 5, 7)."""
-    return ECAResNet("eca_resnet152", num_classes, kernel_sizes)
+def eca_resnet152(
+    kernel_sizes=None,
+    num_classes: int = 1000,
+    attention: str | None = "eca",
+    attention_kwargs: dict[str, Any] | None = None,
+) -> ECAResNet:
+    """ECA-ResNet-152 (bottlenecks, published k per stage 3, 3, 5, 7).
+
+    ``attention`` / ``attention_kwargs``: the block attention, as for :class:`ECAResNet`.
+    """
+    return ECAResNet("eca_resnet152", num_classes, kernel_sizes, attention, attention_kwargs)
 
 
-def eca_mobilenet_v2(kernel_sizes=None, num_classes: int = 1000) -> ECAMobileNetV2:
-    """ECA-MobileNetV2 (k = 1 for blocks with <= 96 output channels, else 3)."""
-    return ECAMobileNetV2(num_classes, kernel_sizes)
+def eca_mobilenet_v2(
+    kernel_sizes=None,
+    num_classes: int = 1000,
+    attention: str | None = "eca",
+    attention_kwargs: dict[str, Any] | None = None,
+) -> ECAMobileNetV2:
+    """ECA-MobileNetV2 (k = 1 for blocks with <= 96 output channels, else 3); ``attention`` as
+    :class:`ECAMobileNetV2`."""
+    return ECAMobileNetV2(num_classes, kernel_sizes, attention, attention_kwargs)
 
 
 OFFICIAL_MODELS = {
@@ -264,7 +360,13 @@ OFFICIAL_MODELS = {
 }
 
 
-def _timm_model(name: str, num_classes: int | None, kernel_sizes) -> nn.Module:
+def _timm_model(
+    name: str,
+    num_classes: int | None,
+    kernel_sizes,
+    attention: str | None = "eca",
+    attention_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
     try:
         import timm
         from timm.layers import EcaModule
@@ -272,10 +374,17 @@ def _timm_model(name: str, num_classes: int | None, kernel_sizes) -> nn.Module:
         raise ImportError(
             f"{name} is a timm architecture: its torch model is timm's; pip install timm"
         ) from e
+    archs.resolve_attention(attention, attention_kwargs)  # a clear error before timm builds
     model = timm.create_model(
         name, pretrained=False, **({} if num_classes is None else {"num_classes": num_classes})
     )
-    if kernel_sizes is not None:  # timm's rule sets k; swap in an ECA of the requested k per stage
+    _remember(model, kernel_sizes, attention, attention_kwargs)
+    if attention != "eca" or attention_kwargs:  # our module in each block's ``se`` (or none)
+        arch = archs.get_arch(name)
+        for b in archs.resnet_blocks(arch, kernel_sizes, attention, attention_kwargs):
+            cfg = b.attention_config()
+            model.get_submodule(b.prefix).se = None if cfg is None else from_config(cfg)
+    elif kernel_sizes is not None:  # timm's rule sets k; swap in an ECA of the requested k
         for b in archs.resnet_blocks(archs.get_arch(name), tuple(kernel_sizes)):
             block = model.get_submodule(b.prefix)
             if block.se.conv.kernel_size[0] != b.k:
@@ -283,7 +392,13 @@ def _timm_model(name: str, num_classes: int | None, kernel_sizes) -> nn.Module:
     return model
 
 
-def create_model(name: str, num_classes: int | None = None, kernel_sizes=None) -> nn.Module:
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    kernel_sizes=None,
+    attention: str | None = "eca",
+    attention_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
     """Build a torch model by architecture name (random init, training mode like any new module).
 
     Args:
@@ -292,15 +407,31 @@ def create_model(name: str, num_classes: int | None = None, kernel_sizes=None) -
         num_classes: classifier width (default 1000).
         kernel_sizes: per-stage ECA kernel sizes for ResNets, ``{block index: k}`` for
             MobileNetV2; default: the architecture's own.
+        attention: the attention in every block: one of :data:`eca_multi.family.ATTENTIONS`
+            ("eca" by default; e.g. "se", "se_gc", "eca_ns") or None for the plain network.
+            For timm names other than "eca", each block's ``se`` becomes our module.
+        attention_kwargs: the attention's arguments other than ``channels`` / ``data_format``
+            (e.g. ``{"rd_divisor": 8}``: timm's SE width; ``{"groups": 8}`` for SE-GC, default 4).
 
     Raises:
         KeyError: unknown name. ImportError: a timm name without timm installed.
+        ValueError: an unknown attention or an argument it does not take.
+
+    Example:
+        >>> m = create_model("eca_resnet50", num_classes=10, attention="se")
+        >>> m.layer1[0].eca
+        SE(channels=256, rd_channels=16, data_format='channels_first')
     """
     arch = archs.get_arch(name)
     if arch.family == "timm":
-        return _timm_model(name, num_classes, kernel_sizes)
+        return _timm_model(name, num_classes, kernel_sizes, attention, attention_kwargs)
     nc = arch.num_classes if num_classes is None else num_classes
-    return OFFICIAL_MODELS[name](kernel_sizes=kernel_sizes, num_classes=nc)
+    return OFFICIAL_MODELS[name](
+        kernel_sizes=kernel_sizes,
+        num_classes=nc,
+        attention=attention,
+        attention_kwargs=attention_kwargs,
+    )
 
 
 def model_kernel_sizes(name: str, model: nn.Module):
@@ -330,7 +461,9 @@ def load_canonical_model(
         model: the target (our models or timm's).
         state: canonical name -> array (NumPy or torch).
         name: architecture name; when given, ``state`` is checked against
-            :func:`eca_multi.archs.schema` with the model's own class count and kernel sizes.
+            :func:`eca_multi.archs.schema` with the model's own class count, kernel sizes and
+            attention (the ``attention`` / ``attention_kwargs`` it was built with; "eca" for a
+            model without them, e.g. one timm built).
         strict: fail on missing or unexpected keys (shapes are always checked).
 
     Raises:
@@ -339,8 +472,13 @@ def load_canonical_model(
     """
     own = model.state_dict()
     if name is not None:
-        ks = archs.kernel_sizes_from_state(name, own)  # k of the built model, read from its shapes
-        schema = archs.schema(name, _num_classes(name, own), ks)
+        attention = getattr(model, "attention", "eca")
+        kwargs = getattr(model, "attention_kwargs", None) or None
+        if attention == "eca":  # k of the built model, read from its shapes
+            ks = archs.kernel_sizes_from_state(name, own)
+        else:  # k (ECA-NS) as the model was built
+            ks = getattr(model, "kernel_sizes_arg", None)
+        schema = archs.schema(name, _num_classes(name, own), ks, attention, kwargs)
         if list(schema) != list(own):
             raise ValueError(f"the model does not have {name}'s canonical keys")
     else:

@@ -1,0 +1,58 @@
+"""Pooling, gate and scaling shared by every torch channel-attention module (ECA and its family).
+
+Each family member is ``pool -> mix -> gate -> scale``; only the mixing differs (see
+:mod:`eca_multi.family`). The three shared steps live here, once, together with the autocast guard
+that keeps the attention path in float32 whatever the input dtype:
+
+* :func:`pool`: mean over the spatial axes of the config's data format, accumulated in ``acc``;
+* :func:`gate`: ``sigmoid`` or ``hard_sigmoid`` (``relu6(z + 3) / 6``);
+* :func:`scale`: ``x * s`` with s cast to x's dtype and broadcast over the spatial axes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["accumulation_dtype", "full_precision", "gate", "pool", "scale"]
+
+_NO_CONTEXT = contextlib.nullcontext()
+
+
+def full_precision(device: torch.device):
+    """A context with autocast off on ``device``: the attention path must not run in bf16/fp16."""
+    # is_autocast_available is not traceable by dynamo in torch 2.11 (seen on CUDA): under
+    # torch.compile the device is a real one, so autocast(enabled=False) is always valid there
+    if torch.compiler.is_compiling():
+        return torch.autocast(device.type, enabled=False)
+    kind = device.type  # eager: enter a context only where autocast is on
+    if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+        return torch.autocast(kind, enabled=False)
+    return _NO_CONTEXT  # autocast off already, or e.g. "meta": no autocast there to turn off
+
+
+def accumulation_dtype(x: torch.Tensor, weight_dtype: torch.dtype | None) -> torch.dtype:
+    """float32, or float64 where the input or the weights are float64."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    return acc if weight_dtype is None else torch.promote_types(acc, weight_dtype)
+
+
+def pool(x: torch.Tensor, config, acc: torch.dtype) -> torch.Tensor:
+    """The pooled (N, C) vector: mean over ``config.spatial_axes``, accumulated in ``acc``."""
+    return x.mean(dim=config.spatial_axes(x.ndim), dtype=acc)
+
+
+def gate(z: torch.Tensor, kind: str) -> torch.Tensor:
+    """``sigmoid(z)`` or the hard sigmoid ``relu6(z + 3) / 6``."""
+    return torch.sigmoid(z) if kind == "sigmoid" else F.relu6(z + 3.0) / 6.0
+
+
+def scale(x: torch.Tensor, s: torch.Tensor, config) -> torch.Tensor:
+    """``x * s``: the (N, C) gate in x's dtype, broadcast over the spatial axes."""
+    if s.dtype != x.dtype:
+        s = s.to(x.dtype)
+    shape = [1] * x.ndim
+    shape[0], shape[config.channel_axis(x.ndim)] = s.shape
+    return x * s.view(shape)
