@@ -9,6 +9,9 @@ Layer names: every layer that holds weights is named after its torch module path
 its canonical (``state_dict``) keys, with ``"."`` written as ``"-"``: ``"conv1"``,
 ``"layer1-0-bn1"``, ``"layer1-0-eca"`` (timm: ``"layer1-0-se"``), ``"layer2-0-downsample-0"``,
 ``"fc"``, ``"features-3-conv-1-0"``, ``"classifier-1"`` (:func:`keras_name` / :func:`torch_path`).
+The attention module keeps ECA's name whatever its kind (``attention="se"`` gives an
+:class:`~eca_multi.keras.SE` named ``"layer1-0-eca"``, keys ``"layer1.0.eca.fc1.weight"`` ...;
+``attention=None`` leaves it out: a plain ResNet / MobileNetV2).
 Keras itself allows dots, but its torch backend keys every variable by ``"<layer name>/<var>"`` in
 a ``torch.nn.ParameterDict``, which refuses ``"."``; torch module names never contain ``"-"``, so
 the mapping is reversible and the same on every backend (a ``.keras`` file moves between them).
@@ -50,9 +53,11 @@ from ..archs import (
     schema,
     stem_plan,
 )
+from ..family import se_reduced_channels
 from ..weights.io import atomic_path
 from ..weights.layouts import Layout, to_canonical, to_native
 from ..weights.schema import check_state
+from .family import _Attention, attention_variables, from_config
 from .layer import ECA
 
 __all__ = [
@@ -246,8 +251,9 @@ def _bn(x, name: str, data_format: str):
     )(x)
 
 
-def _eca(x, name: str, channels: int, k: int, data_format: str):
-    return ECA(channels=channels, kernel_size=k, data_format=data_format, name=keras_name(name))(x)
+def _attention(x, name: str, config):
+    """The block's channel attention (any family member) named ``name``; None: no module."""
+    return x if config is None else from_config(config, name=keras_name(name))(x)
 
 
 def _resnet_block(x, b, data_format: str):
@@ -257,7 +263,8 @@ def _resnet_block(x, b, data_format: str):
         x = _bn(_conv(x, conv, data_format), bn, data_format)
         if i < len(convs) - 1:
             x = layers.ReLU(name=keras_name(f"{b.prefix}.act{i + 1}"))(x)
-    x = _eca(x, f"{b.prefix}.{b.eca_attr}", b.outplanes, b.k, data_format)  # after the last BN
+    # after the last BN
+    x = _attention(x, f"{b.prefix}.{b.eca_attr}", b.attention_config(data_format))
     if b.downsample == "avg" and b.stride > 1:  # timm avg_down: AvgPool2d(ceil_mode=True, ...)
         shortcut = TorchPool2D(
             "avg_ceil",
@@ -272,7 +279,7 @@ def _resnet_block(x, b, data_format: str):
     return layers.ReLU(name=keras_name(f"{b.prefix}.act_out"))(x)
 
 
-def _resnet(inputs, arch: ResNetArch, num_classes: int, kernel_sizes, data_format: str):
+def _resnet(inputs, arch: ResNetArch, num_classes: int, kernel_sizes, data_format: str, att):
     stem, _ = stem_plan(arch)
     x = inputs
     for i, (kind, item) in enumerate(stem):
@@ -284,13 +291,13 @@ def _resnet(inputs, arch: ResNetArch, num_classes: int, kernel_sizes, data_forma
             x = layers.ReLU(name=keras_name(f"conv1.{i}"))(x)
     x = layers.ReLU(name="relu")(x)
     x = TorchPool2D("max", 3, 2, 1, data_format=data_format, name="maxpool")(x)
-    for b in resnet_blocks(arch, kernel_sizes):
+    for b in resnet_blocks(arch, kernel_sizes, *att):
         x = _resnet_block(x, b, data_format)
     x = layers.GlobalAveragePooling2D(data_format=data_format, name="avgpool")(x)
     return layers.Dense(num_classes, name="fc")(x)
 
 
-def _mobilenet_v2(inputs, arch: MobileNetV2Arch, num_classes: int, kernel_sizes, data_format):
+def _mobilenet_v2(inputs, arch: MobileNetV2Arch, num_classes: int, kernel_sizes, data_format, att):
     from ..archs import ConvPlan
 
     def conv_bn_relu6(x, conv, bn):
@@ -300,7 +307,7 @@ def _mobilenet_v2(inputs, arch: MobileNetV2Arch, num_classes: int, kernel_sizes,
         )  # torch ReLU6 module
 
     x = conv_bn_relu6(inputs, ConvPlan("features.0.0", 3, arch.input_channel, 3, 2), "features.0.1")
-    blocks = mobilenet_v2_blocks(arch, kernel_sizes)
+    blocks = mobilenet_v2_blocks(arch, kernel_sizes, *att)
     for b in blocks:
         shortcut = x
         for conv, bn, relu6 in b.convs():
@@ -309,7 +316,7 @@ def _mobilenet_v2(inputs, arch: MobileNetV2Arch, num_classes: int, kernel_sizes,
                 if relu6
                 else _bn(_conv(x, conv, data_format), bn, data_format)
             )
-        x = _eca(x, b.eca_prefix, b.oup, b.k, data_format)  # after the projection BN
+        x = _attention(x, b.eca_prefix, b.attention_config(data_format))  # after the projection BN
         if b.use_res:
             x = layers.Add(name=keras_name(f"features.{b.index}.add"))([shortcut, x])
     last = len(blocks) + 1
@@ -329,6 +336,8 @@ def create_model(
     kernel_sizes: tuple[int, ...] | Mapping[int, int] | None = None,
     data_format: str | None = None,
     input_shape: tuple | None = None,
+    attention: str | None = "eca",
+    attention_kwargs: Mapping[str, Any] | None = None,
 ) -> keras.Model:
     """Build an architecture of :data:`eca_multi.archs.ARCHS` as a functional Keras model.
 
@@ -342,6 +351,14 @@ def create_model(
         data_format: ``"channels_first"`` or ``"channels_last"``; None means
             ``keras.config.image_data_format()``.
         input_shape: input shape without the batch axis; default 3 channels, any spatial size.
+        attention: the channel attention every block carries: a kind of
+            :data:`eca_multi.family.ATTENTIONS` (``"eca"``, ``"eca_ns"``, ``"se"``, ``"se_var1"``,
+            ``"se_var2"``, ``"se_var3"``, ``"se_gc"``) or None (no attention: a plain ResNet /
+            MobileNetV2). The module sits where ECA sits, under ECA's name.
+        attention_kwargs: the kind's constructor arguments shared by every block (e.g.
+            ``{"reduction": 8}``, ``{"groups": 8}``, ``{"gate": "hard_sigmoid"}``); channels and
+            data_format are set per block. ECA / ECA-NS take the block's k unless
+            ``kernel_size`` is given; SE-GC defaults to ``groups=4`` (:mod:`eca_multi.archs`).
 
     Returns:
         A ``keras.Model`` named ``name`` whose weighted layers carry torch module paths
@@ -363,7 +380,8 @@ def create_model(
     num_classes = arch.num_classes if num_classes is None else num_classes
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     build = _mobilenet_v2 if isinstance(arch, MobileNetV2Arch) else _resnet
-    outputs = build(inputs, arch, num_classes, kernel_sizes, data_format)
+    att = (attention, dict(attention_kwargs) if attention_kwargs else None)
+    outputs = build(inputs, arch, num_classes, kernel_sizes, data_format, att)
     with _recursion_limit():
         return keras.Model(inputs, outputs, name=name)
 
@@ -407,8 +425,9 @@ def _variables(model: keras.Model) -> dict[str, tuple[Any, Layout]]:
         elif isinstance(layer, layers.Dense):
             table[f"{n}.weight"] = (layer.kernel, Layout.LINEAR)
             table[f"{n}.bias"] = (layer.bias, Layout.NONE)
-        elif isinstance(layer, ECA):
-            table[f"{n}.conv.weight"] = (layer.kernel, Layout.CONV1D)
+        elif isinstance(layer, (ECA, _Attention)):
+            for key, entry in attention_variables(layer).items():
+                table[f"{n}.{key}"] = entry
         elif layer.weights:
             raise TypeError(
                 f"layer {n!r} ({type(layer).__name__}) has weights but no canonical mapping"
@@ -420,21 +439,59 @@ def _head(name: str) -> str:
     return "classifier.1" if isinstance(get_arch(name), MobileNetV2Arch) else "fc"
 
 
+def _model_attention(model: keras.Model, name: str):
+    """The ``attention`` / ``attention_kwargs`` / kernel sizes a model was built with.
+
+    Read from its attention layers (all of one kind; none: ``attention=None``) so that
+    :func:`eca_multi.archs.schema` of the result names and shapes exactly the model's weights:
+    ECA / ECA-NS kernel sizes as per-stage (per-block) k, SE's hidden widths as ``reduction`` /
+    ``rd_divisor`` when they follow that rule in every block (else one ``rd_channels``), SE-GC's
+    ``groups``; the gate and ECA-NS padding come along so a rebuilt model computes the same.
+    """
+    att = [la for la in model.layers if isinstance(la, (ECA, _Attention))]
+    if not att:
+        return None, None, None
+    kinds = sorted({"eca" if isinstance(la, ECA) else la.config.kind for la in att})
+    if len(kinds) > 1:
+        raise ValueError(f"the Keras model {model.name!r} mixes attention kinds {kinds}")
+    kind, first = kinds[0], att[0].config
+    kw: dict[str, Any] = {}
+    ks = None
+    if kind in ("eca", "eca_ns"):  # k per block, from the layers (archs reads it per stage)
+        state = {
+            f"{torch_path(la.name)}.conv.weight": np.zeros((1, 1, la.config.kernel_size))
+            for la in att
+        }
+        ks = kernel_sizes_from_state(name, state)
+        if first.padding != "zeros":
+            kw["padding"] = first.padding
+    elif kind == "se":
+        rule = all(
+            se_reduced_channels(la.config.channels, first.reduction, first.rd_divisor)
+            == la.config.rd_channels
+            for la in att
+        )
+        if rule:
+            kw.update(reduction=first.reduction, rd_divisor=first.rd_divisor)
+        else:
+            kw["rd_channels"] = first.rd_channels
+    elif kind == "se_gc":
+        kw["groups"] = first.groups
+    if first.gate != "sigmoid":
+        kw["gate"] = first.gate
+    return kind, kw, ks
+
+
 def _model_schema(model: keras.Model, name: str | None):
-    """The archs schema of the model's own configuration (classes and ECA kernel sizes)."""
+    """The archs schema of the model's own configuration (classes, attention and kernel sizes)."""
     name = name or model.name
     head = _head(name)
-    eca = {
-        f"{torch_path(la.name)}.conv.weight": np.zeros((1, 1, la.config.kernel_size))
-        for la in model.layers
-        if isinstance(la, ECA)
-    }
     try:
         num_classes = model.get_layer(keras_name(head)).units
-        ks = kernel_sizes_from_state(name, eca)
+        attention, kw, ks = _model_attention(model, name)
+        want = schema(name, num_classes, ks, attention, kw)
     except ValueError as e:
         raise ValueError(f"the Keras model {model.name!r} is not a {name}: {e}") from None
-    want = schema(name, num_classes, ks)
     have = _variables(model)
     extra = {n for n in set(have) ^ set(want) if not n.endswith("num_batches_tracked")}
     if extra:
@@ -442,7 +499,7 @@ def _model_schema(model: keras.Model, name: str | None):
             f"the Keras model {model.name!r} is not a {name}; differing weights: "
             f"{', '.join(sorted(extra))}"
         )
-    return name, ks, want, have
+    return name, ks, want, have, (attention, kw)
 
 
 def export_canonical_model(model: keras.Model, name: str | None = None) -> dict[str, np.ndarray]:
@@ -456,7 +513,7 @@ def export_canonical_model(model: keras.Model, name: str | None = None) -> dict[
         model: a model from :func:`create_model` (or loaded from its files).
         name: architecture name; default ``model.name``.
     """
-    _, _, want, have = _model_schema(model, name)
+    _, _, want, have, _ = _model_schema(model, name)
     out = {}
     for key in want:
         if key.endswith("num_batches_tracked"):  # torch's int64 step counter
@@ -491,8 +548,11 @@ def load_canonical_model(
     Raises:
         WeightMismatchError: listing every missing, unexpected and mis-shaped key at once.
     """
-    name, ks, want, have = _model_schema(model, name)
-    check_state(want, state, strict=strict, where=f"Keras {name} (ECA kernel sizes {ks})")
+    name, ks, want, have, (attention, _) = _model_schema(model, name)
+    where = f"Keras {name} (" + (
+        f"ECA kernel sizes {ks})" if attention == "eca" else f"attention {attention!r}, k {ks})"
+    )
+    check_state(want, state, strict=strict, where=where)
     for key, (var, layout) in have.items():
         if key in state:
             var.assign(to_native(np.asarray(state[key]), layout).astype(var.dtype))
@@ -561,6 +621,8 @@ def load_weights_file(
     num_classes: int | None = None,
     kernel_sizes: tuple[int, ...] | Mapping[int, int] | None = None,
     data_format: str | None = None,
+    attention: str | None = "eca",
+    attention_kwargs: Mapping[str, Any] | None = None,
 ) -> keras.Model:
     """Load a model saved by :func:`save_weights_file`.
 
@@ -568,7 +630,9 @@ def load_weights_file(
     registered); if ``num_classes``, ``kernel_sizes`` or ``data_format`` is given, a model of that
     configuration is built and the archive's weights are moved into it through the canonical
     format (strictly). ``.weights.h5`` files load into ``create_model(...)``; ECA kernel sizes
-    and ``num_classes`` default to the ones stored in the file.
+    and ``num_classes`` default to the ones stored in the file. ``attention`` /
+    ``attention_kwargs`` (as in :func:`create_model`) say which attention a ``.weights.h5`` file's
+    model carries (a mismatch is a ValueError); a ``.keras`` archive carries its own.
 
     Raises:
         FileNotFoundError: no such file.
@@ -589,15 +653,15 @@ def load_weights_file(
             raise ValueError(f"{path} holds a {loaded.name!r} model, not {name!r}")
         if num_classes is None and kernel_sizes is None and data_format is None:
             return loaded
-        _, stored, want, _ = _model_schema(loaded, name)
+        _, stored, want, _, (att, att_kw) = _model_schema(loaded, name)
         num_classes = want[f"{_head(name)}.bias"][0][0] if num_classes is None else num_classes
-        model = create_model(
-            name, num_classes, stored if kernel_sizes is None else kernel_sizes, data_format
-        )
+        ks = stored if kernel_sizes is None else kernel_sizes
+        model = create_model(name, num_classes, ks, data_format, None, att, att_kw)
         load_canonical_model(model, export_canonical_model(loaded))
         return model
     try:
-        stored = _h5_kernel_sizes(path, name)
+        # ECA kernel sizes are read from the file; other kinds take kernel_sizes as given
+        stored = _h5_kernel_sizes(path, name) if attention == "eca" else kernel_sizes
         if num_classes is None:
             num_classes = _h5_num_classes(path)
     except (OSError, ValueError) as e:
@@ -607,7 +671,7 @@ def load_weights_file(
             f"{path}: ECA kernel sizes {stored} in the file differ from the requested "
             f"{kernel_sizes}"
         )
-    model = create_model(name, num_classes, stored, data_format)
+    model = create_model(name, num_classes, stored, data_format, None, attention, attention_kwargs)
     try:
         with warnings.catch_warnings():  # a failed load also warns about Functional internals
             warnings.filterwarnings("ignore", message="Skipping nested container")
