@@ -14,6 +14,11 @@ torch's ReLU indices, and so on. So the path of every Conv / BatchNorm / Linear 
 own Flax export (msgpack). :func:`abstract_model` skips the random init when weights will be
 loaded anyway.
 
+``attention=`` swaps ECA for any member of the paper's channel-attention family
+(:mod:`eca_multi.flax.family`: "eca_ns", "se", "se_var1", "se_var2", "se_var3", "se_gc") or for
+nothing (``None``: the plain ResNet / MobileNetV2); the module sits where ECA sits, under the same
+attribute, so its canonical keys read e.g. ``layer1.0.eca.fc1.weight``.
+
 Models are returned in eval mode (BatchNorm running averages, no dropout): ``model.train()``
 switches to batch statistics, ``model.eval()`` back.
 """
@@ -32,8 +37,11 @@ from flax import nnx, serialization
 from jax import lax
 
 from .. import archs
+from ..spec import ECAConfig
 from ..weights import Layout, WeightMismatchError, check_state, to_canonical, to_native
 from ..weights.io import atomic_write_bytes
+from ._ops import native_params
+from .family import _Attention, from_config
 from .nnx import ECA
 
 __all__ = [
@@ -187,6 +195,14 @@ class _Factory:
         # k from the plan (published per-stage k or timm's rule), padding "zeros", sigmoid gate
         return ECA(channels, k, param_dtype=self.param_dtype, rngs=self.rngs)
 
+    def attention(self, config: Any) -> nnx.Module:
+        """The block's attention module (NHWC): ECA as :meth:`eca`, or a family member."""
+        if isinstance(config, ECAConfig):
+            return self.eca(config.channels, config.kernel_size)
+        if self.abstract:  # shapes only: no random draw (SE-Var3 at C = 2048 is 4M weights)
+            return nnx.eval_shape(lambda: from_config(config, param_dtype=self.param_dtype))
+        return from_config(config, param_dtype=self.param_dtype, rngs=self.rngs)
+
     def linear(self, cin: int, cout: int) -> nnx.Linear:
         return nnx.Linear(
             cin,
@@ -204,15 +220,20 @@ def _leaf(name: str) -> str:
 
 
 class ECABlock(nnx.Module):
-    """A basic or bottleneck block: convs, BNs, ECA after the last BN, then the residual add."""
+    """A basic or bottleneck block: convs, BNs, attention (ECA ...) after the last BN, residual.
+
+    ``plan.attention`` None builds no attention module (a plain ResNet block).
+    """
 
     def __init__(self, plan: archs.BlockPlan, make: _Factory) -> None:
         self.pairs = tuple((_leaf(c.name), _leaf(bn)) for c, bn in archs.block_convs(plan))
         for conv, bn in archs.block_convs(plan):
             setattr(self, _leaf(conv.name), make.conv(conv))
             setattr(self, _leaf(bn), make.bn(conv.cout))
-        self.eca_attr = plan.eca_attr  # "eca" (official) or "se" (timm)
-        setattr(self, plan.eca_attr, make.eca(plan.outplanes, plan.k))
+        config = plan.attention_config("channels_last")
+        self.eca_attr = None if config is None else plan.eca_attr  # "eca" (official), "se" (timm)
+        if config is not None:
+            setattr(self, plan.eca_attr, make.attention(config))
         ds = archs.downsample_convs(plan)
         if plan.downsample == "avg":  # timm: pool (Identity at stride 1) at .0, conv .1, bn .2
             pool = _AvgPoolCeil() if plan.stride > 1 else _Identity()
@@ -227,7 +248,8 @@ class ECABlock(nnx.Module):
         for i, (conv, bn) in enumerate(self.pairs):
             out = getattr(self, bn)(getattr(self, conv)(out))
             out = out if i == len(self.pairs) - 1 else jax.nn.relu(out)
-        out = getattr(self, self.eca_attr)(out)  # after the last BN, before the residual add
+        if self.eca_attr is not None:  # after the last BN, before the residual add
+            out = getattr(self, self.eca_attr)(out)
         return jax.nn.relu(out + self.downsample(x))
 
 
@@ -240,8 +262,11 @@ class ECAResNet(nnx.Module):
         num_classes: int,
         kernel_sizes: tuple[int, ...],
         make: _Factory,
+        attention: str | None = "eca",
+        attention_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.arch_name, self.num_classes, self.kernel_sizes = arch.name, num_classes, kernel_sizes
+        self.attention, self._attention_args = archs.resolve_attention(attention, attention_kwargs)
         stem, _ = archs.stem_plan(arch)
         if arch.stem == "plain":
             self.conv1 = make.conv(stem[0][1])
@@ -255,7 +280,7 @@ class ECAResNet(nnx.Module):
                     layers.append(make.bn(width) if kind == "bn" else _Act("relu"))
             self.conv1 = Sequential(layers)
         self.bn1 = make.bn(archs.stem_plan(arch)[1])
-        blocks = archs.resnet_blocks(arch, kernel_sizes)
+        blocks = archs.resnet_blocks(arch, kernel_sizes, self.attention, self.attention_kwargs)
         for stage in range(1, 5):
             name = f"layer{stage}"
             setattr(
@@ -264,6 +289,10 @@ class ECAResNet(nnx.Module):
                 Sequential([ECABlock(b, make) for b in blocks if b.prefix.split(".")[0] == name]),
             )
         self.fc = make.linear(blocks[-1].outplanes, num_classes)
+
+    @property
+    def attention_kwargs(self) -> dict[str, Any]:
+        return dict(self._attention_args)
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """Logits of NHWC ``x``; ``rngs`` is accepted for one API (ResNets have no dropout)."""
@@ -275,7 +304,11 @@ class ECAResNet(nnx.Module):
 
 
 class InvertedResidual(nnx.Module):
-    """ECA-MobileNetV2 block: ``conv`` = [expand ConvBNReLU6], dw ConvBNReLU6, pw conv, BN, ECA."""
+    """ECA-MobileNetV2 block: ``conv`` = [expand ConvBNReLU6], dw ConvBNReLU6, pw conv, BN, ECA.
+
+    The attention module (ECA or a family member) is the last element of ``conv``; none when
+    ``plan.attention`` is None.
+    """
 
     def __init__(self, plan: archs.InvertedResidualPlan, make: _Factory) -> None:
         self.use_res = plan.use_res  # x + conv(x) when stride 1 and inp == oup
@@ -285,7 +318,8 @@ class InvertedResidual(nnx.Module):
                 layers.append(Sequential([make.conv(conv), make.bn(conv.cout), _Act("relu6")]))
             else:
                 layers += [make.conv(conv), make.bn(conv.cout)]
-        self.conv = Sequential([*layers, make.eca(plan.oup, plan.k)])
+        config = plan.attention_config("channels_last")
+        self.conv = Sequential([*layers, *([] if config is None else [make.attention(config)])])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         out = self.conv(x)
@@ -301,10 +335,15 @@ class ECAMobileNetV2(nnx.Module):
         num_classes: int,
         kernel_sizes: dict[int, int],
         make: _Factory,
+        attention: str | None = "eca",
+        attention_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.arch_name, self.num_classes = arch.name, num_classes
         self._ks = tuple(sorted(kernel_sizes.items()))  # hashable static attribute
-        blocks = archs.mobilenet_v2_blocks(arch, kernel_sizes)
+        self.attention, self._attention_args = archs.resolve_attention(attention, attention_kwargs)
+        blocks = archs.mobilenet_v2_blocks(
+            arch, kernel_sizes, self.attention, self.attention_kwargs
+        )
         first = archs.ConvPlan("features.0.0", 3, arch.input_channel, 3, 2)
         last = archs.ConvPlan("", blocks[-1].oup, arch.last_channel, 1)
         self.features = Sequential(
@@ -327,6 +366,10 @@ class ECAMobileNetV2(nnx.Module):
     def kernel_sizes(self) -> dict[int, int]:
         return dict(self._ks)
 
+    @property
+    def attention_kwargs(self) -> dict[str, Any]:
+        return dict(self._attention_args)
+
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """Logits of NHWC ``x``; ``rngs`` (a ``dropout`` stream) is needed in train mode only."""
         dropout, fc = self.classifier
@@ -341,6 +384,8 @@ def create_model(
     rngs: nnx.Rngs | None = None,
     dtype: Any = None,
     param_dtype: Any = jnp.float32,
+    attention: str | None = "eca",
+    attention_kwargs: Mapping[str, Any] | None = None,
 ) -> ECAResNet | ECAMobileNetV2:
     """Build an NNX model of any architecture in :data:`eca_multi.archs.ARCHS` (random init).
 
@@ -353,6 +398,11 @@ def create_model(
         rngs: random streams for the initial weights (default ``nnx.Rngs(0)``).
         dtype: computation dtype of convolutions, BatchNorms and the classifier (default: inferred).
         param_dtype: dtype of the parameters.
+        attention: the channel attention of every block: "eca" (default), "eca_ns", "se",
+            "se_var1", "se_var2", "se_var3", "se_gc" (:mod:`eca_multi.flax.family`), or None for
+            the plain network without attention.
+        attention_kwargs: arguments of that attention (e.g. ``{"groups": 8}`` for "se_gc",
+            ``{"rd_divisor": 8}`` for timm's SE width); channels and data_format are set per block.
 
     Returns:
         The model in eval mode (``model.train()`` switches BatchNorm to batch statistics); input
@@ -362,19 +412,29 @@ def create_model(
         >>> model = create_model("eca_resnet18", num_classes=10)
         >>> model(jnp.zeros((1, 64, 64, 3))).shape
         (1, 10)
+        >>> create_model("eca_resnet18", num_classes=10, attention="se").layer1[0].eca
+        flax.nnx.SE(channels=64, rd_channels=4, data_format='channels_last')
     """
     make = _Factory(rngs if rngs is not None else nnx.Rngs(0), dtype, param_dtype)
-    return _build(name, num_classes, kernel_sizes, make)
+    return _build(name, num_classes, kernel_sizes, make, attention, attention_kwargs)
 
 
-def _build(name: str, num_classes: int | None, kernel_sizes: Any, make: _Factory):
+def _build(
+    name: str,
+    num_classes: int | None,
+    kernel_sizes: Any,
+    make: _Factory,
+    attention: str | None = "eca",
+    attention_kwargs: Mapping[str, Any] | None = None,
+):
     arch = archs.get_arch(name)
     nc = arch.num_classes if num_classes is None else int(num_classes)
+    att = (attention, attention_kwargs)
     if isinstance(arch, archs.MobileNetV2Arch):
         ks = {b.index: b.k for b in archs.mobilenet_v2_blocks(arch, kernel_sizes)}
-        return ECAMobileNetV2(arch, nc, ks, make)
+        return ECAMobileNetV2(arch, nc, ks, make, *att)
     per_stage = {b.prefix.split(".")[0]: b.k for b in archs.resnet_blocks(arch, kernel_sizes)}
-    return ECAResNet(arch, nc, tuple(per_stage[f"layer{i}"] for i in range(1, 5)), make)
+    return ECAResNet(arch, nc, tuple(per_stage[f"layer{i}"] for i in range(1, 5)), make, *att)
 
 
 def abstract_model(
@@ -384,16 +444,21 @@ def abstract_model(
     *,
     dtype: Any = None,
     param_dtype: Any = jnp.float32,
+    attention: str | None = "eca",
+    attention_kwargs: Mapping[str, Any] | None = None,
 ) -> ECAResNet | ECAMobileNetV2:
     """The model of :func:`create_model` without its weights: the fast start for loading.
 
-    Convolution, Linear and BatchNorm affine parameters hold a ``jax.ShapeDtypeStruct`` until
-    :func:`load_canonical_model` (strict) fills them (BatchNorm statistics and the small ECA
-    kernels get their usual initial values). This skips the random initialisation, which
-    on CPU costs one XLA compile per distinct weight shape (tens of seconds for a deep network);
-    ``nnx.eval_shape`` would trace instead, and NNX's RNG bookkeeping makes that quadratic in depth.
+    Convolution, Linear and BatchNorm affine parameters (and the weights of non-ECA attention
+    modules) hold a ``jax.ShapeDtypeStruct`` until :func:`load_canonical_model` (strict) fills
+    them (BatchNorm statistics and the small ECA kernels get their usual initial values). This
+    skips the random initialisation, which on CPU costs one XLA compile per distinct weight shape
+    (tens of seconds for a deep network); ``nnx.eval_shape`` of the whole model would trace
+    instead, and NNX's RNG bookkeeping makes that quadratic in depth (family modules are small
+    and are built under ``nnx.eval_shape`` one at a time).
     """
-    return _build(name, num_classes, kernel_sizes, _Factory(nnx.Rngs(0), dtype, param_dtype, True))
+    make = _Factory(nnx.Rngs(0), dtype, param_dtype, True)
+    return _build(name, num_classes, kernel_sizes, make, attention, attention_kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,6 +487,10 @@ def _slots(model: nnx.Module) -> dict[str, tuple[nnx.Variable, Layout]]:
                 out[f"{p}.num_batches_tracked"] = (m.num_batches_tracked, Layout.NONE)
         elif isinstance(m, ECA):
             out[f"{p}.conv.weight"] = (m.kernel, Layout.CONV1D)
+        elif isinstance(m, _Attention):  # family member: native paths -> canonical names
+            specs = native_params(m.config)
+            for path, var in m.native_variables().items():
+                out[f"{p}.{specs[path][0]}"] = (var, specs[path][2])
     return out
 
 
@@ -430,7 +499,13 @@ def _is_abstract(var: nnx.Variable) -> bool:
 
 
 def _schema(model: nnx.Module) -> archs.Schema:
-    schema = archs.schema(model.arch_name, model.num_classes, model.kernel_sizes)
+    schema = archs.schema(
+        model.arch_name,
+        model.num_classes,
+        model.kernel_sizes,
+        model.attention,
+        model.attention_kwargs,
+    )
     slots = _slots(model)
     if set(schema) != set(slots):  # a bug in this file, never the user's weights
         raise RuntimeError(
@@ -517,9 +592,10 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
 def save_weights_file(model: nnx.Module, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the model's weights as our Flax export: msgpack of ``nnx.state`` as a pure dict.
 
-    The file holds ``{"format": "eca-multi-flax-nnx", "arch": name, "num_classes": n, "state":
-    pure dict of nnx.Param and nnx.BatchStat as NumPy arrays}``; written to a temp file and
-    renamed (atomic).
+    The file holds ``{"format": "eca-multi-flax-nnx", "arch": name, "num_classes": n, "model":
+    {"attention": kind or None, "attention_kwargs": {...}}, "state": pure dict of nnx.Param and
+    nnx.BatchStat as NumPy arrays}``; written to a temp file and renamed (atomic). (msgpack
+    sorts the keys: ``format`` stays within the first bytes :func:`is_flax_export` reads.)
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
@@ -532,6 +608,7 @@ def save_weights_file(model: nnx.Module, path: str | os.PathLike, overwrite: boo
             "format": _MAGIC.decode(),
             "arch": model.arch_name,
             "num_classes": model.num_classes,
+            "model": {"attention": model.attention, "attention_kwargs": model.attention_kwargs},
             "state": pure,
         }
     )
@@ -563,16 +640,18 @@ def is_flax_export(path: str | os.PathLike) -> bool:
 
 
 def _stored_kernel_sizes(name: str, flat: Mapping[str, Any]):
-    """ECA kernel sizes read from the stored (k, 1, 1) kernels' shapes."""
+    """ECA (ECA-NS) kernel sizes read from the stored (k, 1, 1) ((C, k)) kernels' shapes."""
     arch = archs.get_arch(name)
     if isinstance(arch, archs.MobileNetV2Arch):
         prefixes = [b.eca_prefix for b in archs.mobilenet_v2_blocks(arch)]
     else:
         prefixes = [f"{b.prefix}.{b.eca_attr}" for b in archs.resnet_blocks(arch)]
+    # only k matters: a (1, 1, k) stand-in for each stored kernel (ECA-NS's is (C, k))
     canonical = {
-        f"{p}.conv.weight": to_canonical(np.asarray(flat[f"{p}.kernel"]), Layout.CONV1D)
+        f"{p}.conv.weight": np.empty((1, 1, np.shape(flat[f"{p}.kernel"])[-1 if ns else 0]))
         for p in prefixes
         if f"{p}.kernel" in flat
+        for ns in [np.ndim(flat[f"{p}.kernel"]) == 2]
     }
     return archs.kernel_sizes_from_state(name, canonical)
 
@@ -589,6 +668,9 @@ def load_weights_file(
         kernel_sizes: the model's ECA kernel sizes (default: the architecture's), checked against
             the stored kernels; ``"checkpoint"`` builds the model with the stored kernel sizes.
 
+    The attention kind and its arguments are the ones recorded in the file (files written
+    before the family existed hold ECA models).
+
     Raises:
         WeightMismatchError: every missing / unexpected / mis-shaped variable at once.
         ValueError: not our export, or recorded for another architecture.
@@ -598,9 +680,17 @@ def load_weights_file(
         raise ValueError(f"{path} holds {data.get('arch')!r} weights, not {name!r}")
     nc = int(data["num_classes"]) if num_classes is None else num_classes
     flat = _flatten(data["state"])
+    recorded = data.get("model") if isinstance(data.get("model"), dict) else {}
+    attention = recorded.get("attention", "eca")
+    attention_kwargs = recorded.get("attention_kwargs") or None
     if isinstance(kernel_sizes, str) and kernel_sizes == "checkpoint":
-        kernel_sizes = _stored_kernel_sizes(name, flat)  # k read from the stored shapes
-    model = abstract_model(name, nc, kernel_sizes)  # no random init: every weight comes from path
+        # k read from the stored shapes (only ECA and ECA-NS have a k)
+        has_k = attention in ("eca", "eca_ns")
+        kernel_sizes = _stored_kernel_sizes(name, flat) if has_k else None
+    # no random init: every weight comes from path
+    model = abstract_model(
+        name, nc, kernel_sizes, attention=attention, attention_kwargs=attention_kwargs
+    )
     own = {
         ".".join(map(str, p)): v for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Variable)
     }
