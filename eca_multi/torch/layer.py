@@ -8,30 +8,14 @@ The one parameter is ``conv.weight`` of shape (1, 1, k): the key and layout of t
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..spec import ECAConfig, check_input, make_config, padded_channel_index
+from ._ops import full_precision, gate, pool, scale
 
 __all__ = ["ECA"]
-
-
-_NO_CONTEXT = contextlib.nullcontext()
-
-
-def _full_precision(device: torch.device):
-    """A context with autocast off on ``device``: the attention path must not run in bf16/fp16."""
-    # is_autocast_available is not traceable by dynamo in torch 2.11 (seen on CUDA): under
-    # torch.compile the device is a real one, so autocast(enabled=False) is always valid there
-    if torch.compiler.is_compiling():
-        return torch.autocast(device.type, enabled=False)
-    kind = device.type  # eager: enter a context (about 2.5 us) only where autocast is on
-    if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
-        return torch.autocast(kind, enabled=False)
-    return _NO_CONTEXT  # autocast off already, or e.g. "meta": no autocast there to turn off
 
 
 class ECA(nn.Module):
@@ -156,19 +140,14 @@ class ECA(nn.Module):
         """The gate s of shape (N, C), in float32 (float64 for float64 inputs or weights)."""
         cfg, w = self.config, self.conv.weight
         acc = torch.promote_types(torch.promote_types(x.dtype, w.dtype), torch.float32)
-        with _full_precision(x.device):
-            y = x.mean(dim=cfg.spatial_axes(x.ndim), dtype=acc)  # (N, C)
+        with full_precision(x.device):  # pool, gate and scale: the family's shared ops (_ops)
+            y = pool(x, cfg, acc)  # (N, C)
             z = self._conv(y, w if w.dtype == acc else w.to(acc))
-            return torch.sigmoid(z) if cfg.gate == "sigmoid" else F.relu6(z + 3.0) / 6.0
+            return gate(z, cfg.gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
-        s = self.attention(x)
-        if s.dtype != x.dtype:
-            s = s.to(x.dtype)
-        shape = [1] * x.ndim
-        shape[0], shape[self.config.channel_axis(x.ndim)] = s.shape  # broadcast over spatial
-        return x * s.view(shape)
+        return scale(x, self.attention(x), self.config)  # broadcast over the spatial axes
 
     def __repr__(self) -> str:
         return self.config.describe(type(self).__name__)
