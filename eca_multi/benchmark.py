@@ -22,9 +22,7 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,6 +119,8 @@ def paired(
         ``{"floor_us", "eca_us", "ratio", "min", "max"}``: medians of the block times (us) and
         the median, min and max of the per-pair ratios.
     """
+    if os.environ.get("ECA_BENCH_QUICK"):  # smoke runs: exercise the code, time nothing
+        reps, block_s = min(reps, 2), 0.0
     for _ in range(warmup):
         floor()
         eca()
@@ -148,55 +148,53 @@ def paired(
 # driver
 
 
-def run_json_worker(
-    args: list[str], env: dict[str, str], timeout: float
-) -> tuple[dict | None, str]:
-    """``python ARGS --json TMP`` in a fresh interpreter with ``env`` added; (its JSON, output).
-
-    The JSON is None when the process fails or writes nothing; the output tail says why.
-    """
-    env = {**os.environ, **env}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with tempfile.TemporaryDirectory(prefix="eca-bench-") as tmp:
-        out = Path(tmp) / "results.json"
-        cmd = [sys.executable, *args, "--json", str(out)]
-        try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            return None, f"timed out after {timeout:.0f} s: {str(e.stdout or '')[-2000:]}"
-        tail = (proc.stdout + proc.stderr)[-3000:]
-        if proc.returncode != 0 or not out.exists():
-            return None, f"exited {proc.returncode}: {tail}"
-        return json.loads(out.read_text()), tail
-
-
 def run_bench(
     groups: list[BenchGroup],
     *,
     quick: bool = False,
     reps: int | None = None,
     models: bool = True,
+    jobs: int = 1,
     timeout: float = 3600,
     log=print,
 ) -> dict:
-    """Run each group's benchmark in its own subprocess, one after another (timings need the CPU).
+    """Run each group's benchmark in its own subprocess, one after another (timings need the CPU;
+    ``jobs`` > 1 runs groups at once, for ``quick`` smoke runs only).
 
     Returns ``{"rows": [...], "errors": {group: message}, "env": {group: {...}}}``.
     """
-    rows, errors, envs = [], {}, {}
+    from .conformance.runner import run_json_worker  # the conformance runner's subprocess helper
+
     opts = {"quick": quick, "reps": reps, "models": models}
-    for g in groups:
+
+    def one(g: BenchGroup):
         log(f"bench: {g.name} ...", flush=True)
         t0 = time.perf_counter()
-        args = ["-m", "eca_multi.benchmark", "worker", g.module, "--opts", json.dumps(opts)]
-        data, tail = run_json_worker(args, {**g.env, "ECA_BENCH_GROUP": g.name}, timeout)
+        args = ["worker", g.module, "--opts", json.dumps(opts)]
+        env = {**g.env, "ECA_BENCH_QUICK": "1"} if quick else g.env
+        data, tail = run_json_worker("eca_multi.benchmark", args, env, timeout)
+        log(
+            f"bench: {g.name} {'failed' if data is None else 'done'} in "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+        return g, data, tail
+
+    if jobs > 1:  # concurrent groups share the CPU: only for smoke runs, never for timings
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            outs = list(pool.map(one, groups))
+    else:
+        outs = [one(g) for g in groups]
+    rows, errors, envs = [], {}, {}
+    for g, data, tail in outs:
         if data is None:
             errors[g.name] = tail
             log(f"bench: {g.name} failed: {tail[-2000:]}", flush=True)
             continue
         rows += data["rows"]
         envs[g.name] = data.get("env", {})
-        log(f"bench: {g.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
     return {"rows": rows, "errors": errors, "env": envs, "quick": quick}
 
 
