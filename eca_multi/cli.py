@@ -124,6 +124,21 @@ def _attention_table(a: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(a: argparse.Namespace) -> int:
+    from .benchmark import format_table, resolve_groups, run_bench, write_results
+
+    try:
+        groups = resolve_groups(a.backends)
+    except ValueError as e:
+        print(f"eca-multi bench: {e}", file=sys.stderr)
+        return 2
+    data = run_bench(groups, quick=a.quick, reps=a.reps, models=not a.no_models, jobs=a.jobs)
+    print(format_table(data["rows"]))
+    for path in write_results(data, a.out, png=not a.no_plot):
+        print(f"written: {path}")
+    return 1 if data["errors"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eca-multi", description="ECA in PyTorch, Keras 3 and Flax")
     sub = p.add_subparsers(dest="command", required=True)
@@ -161,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_.set_defaults(func=_port)
     m = sub.add_parser("models", help="list the architectures, their ECA kernel sizes and sizes")
     m.set_defaults(func=_models)
+    b = sub.add_parser("bench", help="ECA vs the memory floor and ECA-ResNet50 vs ResNet-50")
+    b.add_argument("--backends", default=None, help="torch,keras-tensorflow,keras-jax,...,flax")
+    b.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run, not a timing)")
+    b.add_argument("--reps", type=int, default=None, help="A/B pairs per cell (default 7; quick 3)")
+    b.add_argument("--no-models", action="store_true", help="layer rows only")
+    b.add_argument("--no-plot", action="store_true", help="no PNG (no matplotlib needed)")
+    b.add_argument("--jobs", type=int, default=1, help="backends at once (>1 only for --quick)")
+    b.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
+    b.set_defaults(func=_bench)
     t = sub.add_parser(
         "attention-table", help="parameters and FLOPs of SE, SE-Var1/2/3, SE-GC, ECA-NS and ECA"
     )
