@@ -16,16 +16,15 @@ import keras
 import numpy as np
 from keras import ops
 
-from ..spec import ECAConfig, check_input, make_config, padded_channel_index
+from ..spec import ECAConfig, make_config
 from ..weights.layouts import Layout, to_canonical, to_native
 from ..weights.schema import check_state, eca_schema
+from . import _ops
 
 __all__ = ["ECA", "export_canonical", "load_canonical"]
 
 
-def _attention_dtype(dtype: str) -> str:
-    """The attention path runs in at least float32 (16-bit inputs are upcast)."""
-    return "float64" if dtype == "float64" else "float32"
+_attention_dtype = _ops.attention_dtype  # the attention path runs in at least float32
 
 
 @keras.saving.register_keras_serializable(package="eca_multi")
@@ -107,11 +106,10 @@ class ECA(keras.layers.Layer):
         x = ops.convert_to_tensor(inputs)
         dtype = self._check_input(x.shape, x.dtype)
         cfg, adt = self.config, _attention_dtype(dtype)
-        y = ops.mean(ops.cast(x, adt), axis=cfg.spatial_axes(x.ndim))  # (N, C)
+        y = _ops.pool(x, cfg, adt)  # (N, C); pool, gate and scale: the family's shared code
         w = ops.reshape(ops.cast(self.kernel, adt), (cfg.kernel_size,))
         z = ops.sum(self._windows(y) * w, axis=-1)  # VALID cross-correlation: no flip, no bias
-        s = ops.sigmoid(z) if cfg.gate == "sigmoid" else ops.relu6(z + 3.0) / 6.0
-        return x * ops.expand_dims(ops.cast(s, dtype), cfg.spatial_axes(x.ndim))
+        return _ops.scale(x, _ops.gate(z, cfg.gate), cfg, dtype)
 
     def _windows(self, y):
         """(N, C) -> (N, C, k): each channel's k padded neighbours, gathered in one op.
@@ -120,24 +118,12 @@ class ECA(keras.layers.Layer):
         zero-padded vector, circular padding from y itself through spec.padded_channel_index
         (channel indices modulo C, so k > C works).
         """
-        k, p, c = self.config.kernel_size, self.config.pad, y.shape[1]
-        if c is None:  # channels unknown while tracing (TF with a None channel dim): in-graph index
-            c = ops.shape(y)[1]
-            window = ops.arange(c)[:, None] + ops.arange(k)[None, :]
-            circular = (window - p) % c
-        else:
-            window = np.arange(c)[:, None] + np.arange(k)[None, :]
-            circular = padded_channel_index(c, k)[window]
-        if self.config.padding == "circular":
-            return ops.take(y, circular, axis=1)
-        return ops.take(ops.pad(y, [[0, 0], [p, p]]), window, axis=1)
+        # channels unknown while tracing (TF with a None channel dim): indices built in-graph
+        return _ops.channel_windows(y, self.config.kernel_size, self.config.padding)
 
     def _check_input(self, shape, dtype) -> str:
         """The shared input check (spec.check_input); returns the standardized dtype name."""
-        dtype = keras.backend.standardize_dtype(dtype)
-        floating = keras.backend.is_float_dtype(dtype)
-        check_input(self.config, tuple(shape), is_floating=floating, dtype=dtype, backend="keras")
-        return dtype
+        return _ops.checked_dtype(self.config, shape, dtype)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
