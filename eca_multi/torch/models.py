@@ -253,7 +253,7 @@ _ATTENTION_TYPES = tuple(CLASSES.values())
 def _remember(model: nn.Module, kernel_sizes, attention, attention_kwargs) -> None:
     """Record the build arguments that :func:`load_canonical_model` needs for the schema."""
     archs.resolve_attention(attention, attention_kwargs)  # a clear error before any layer is built
-    model.kernel_sizes_arg = None if kernel_sizes is None else kernel_sizes
+    model.kernel_sizes_arg = kernel_sizes
     model.attention = attention
     model.attention_kwargs = dict(attention_kwargs or {})
 

@@ -347,7 +347,9 @@ def test_timm_seresnet_weights_load_into_our_builder():
 
     torch.manual_seed(0)
     theirs = M.randomize_batchnorm_(
-        timm.create_model("seresnet50t", pretrained=False, num_classes=10), name="ecaresnet50t"
+        timm.create_model("seresnet50t", pretrained=False, num_classes=10),
+        name="ecaresnet50t",
+        image_size=64,
     )
     ours = M.create_model("ecaresnet50t", 10, attention="se", attention_kwargs={"rd_divisor": 8})
     a, b = ours.state_dict(), theirs.state_dict()
