@@ -18,7 +18,7 @@ from common import BAD_INPUTS
 from eca_multi import archs, reference
 from eca_multi.conformance.generate import round_to_dtype
 from eca_multi.conformance.tolerances import compare, describe_failure
-from eca_multi.family import NAMES, attention_config, attention_schema, init_bounds
+from eca_multi.family import ATTENTIONS, NAMES, attention_config, attention_schema, init_bounds
 from eca_multi.keras import (
     ECA,
     ECANS,
@@ -388,3 +388,20 @@ def test_model_files_keep_the_attention(tmp_path):
     np.testing.assert_array_equal(to_numpy(h5(x)), want)
     with pytest.raises(ValueError, match="does not fit a Keras eca_resnet18"):
         load_weights_file(tmp_path / "m.weights.h5", "eca_resnet18", attention="se")
+
+
+if BACKEND == "tensorflow":  # collected on the default backend only: it builds nine ResNet-50s
+
+    def test_family_example_runs(capsys):
+        """examples/keras_family_example.py (its asserts check every kind's parameter count)."""
+        import runpy
+        from pathlib import Path
+
+        path = Path(__file__).resolve().parents[2] / "examples" / "keras_family_example.py"
+        runpy.run_path(str(path), run_name="__main__")
+        out = capsys.readouterr().out
+        for kind in ATTENTIONS:  # the example prints the formula's count for every kind
+            n = archs.attention_params("eca_resnet50", kind)
+            assert f"attention={kind!r:10s} +{n:>11,} parameters" in out, out[-2000:]
+        timm_se = archs.schema("ecaresnet50t", 10, None, "se", {"rd_divisor": 8})
+        assert f"layer1.0.se.fc1.weight {timm_se['layer1.0.se.fc1.weight'][0]}" in out, out[-999:]
