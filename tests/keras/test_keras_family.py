@@ -392,6 +392,31 @@ def test_model_files_keep_the_attention(tmp_path):
 
 if BACKEND == "tensorflow":  # collected on the default backend only: it builds nine ResNet-50s
 
+    def test_timm_seresnet50t_logits_match():
+        """Oracle: timm's SE-ResNet-50-T (SEModule, timm's width rule) ported through the canonical
+        format into our ``ecaresnet50t`` with ``attention="se", rd_divisor=8``; eval logits agree
+        within the zoo's 1e-4 (channels_last, 64x64)."""
+        import timm
+        import torch
+
+        from eca_multi.torch import models as torch_models
+
+        torch.manual_seed(0)
+        theirs = timm.create_model("seresnet50t", pretrained=False, num_classes=10)
+        theirs = torch_models.randomize_batchnorm_(theirs, name="ecaresnet50t", image_size=64)
+        state = torch_models.export_canonical_model(theirs)
+        ours = create_model(
+            "ecaresnet50t", 10, data_format=CL, attention="se", attention_kwargs={"rd_divisor": 8}
+        )
+        load_canonical_model(ours, state)  # strict: timm's keys and shapes are our schema
+        x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+        with torch.no_grad():
+            want = theirs.eval()(torch.from_numpy(x)).numpy().astype(np.float64)
+        got = to_numpy(ours(np.ascontiguousarray(x.transpose(0, 2, 3, 1))))
+        d = float(np.abs(got - want).max())
+        print(f"\nvs timm seresnet50t: max_abs {d:.2e}, max|logit| {np.abs(want).max():.2f}")
+        assert d <= 1e-4, f"keras ecaresnet50t+SE vs timm seresnet50t: max_abs {d:.2e} > 1e-4"
+
     def test_family_example_runs(capsys):
         """examples/keras_family_example.py (its asserts check every kind's parameter count)."""
         import runpy
