@@ -6,6 +6,7 @@ eca-multi kernel-size C [--gamma 2] [--b 1] [--min 1]
 eca-multi port SRC --arch NAME --to {canonical,torch,keras,flax} -o OUT [--verify] [--force]
 eca-multi models
 eca-multi attention-table C [--kernel-size K] [--reduction 16] [--groups 4] [--spatial M]
+eca-multi export [--groups torch,keras-tensorflow,...] [--models layer,eca_resnet50] [--json PATH]
 """
 
 from __future__ import annotations
@@ -139,6 +140,26 @@ def _bench(a: argparse.Namespace) -> int:
     return 1 if data["errors"] else 0
 
 
+def _export(a: argparse.Namespace) -> int:
+    from .deploy import format_table, resolve_groups, run_export_matrix, summarize
+    from .weights.io import atomic_write_bytes
+
+    try:
+        groups = resolve_groups(a.groups)
+        data = run_export_matrix(groups, a.models, jobs=a.jobs)
+    except ValueError as e:
+        print(f"eca-multi export: {e}", file=sys.stderr)
+        return 2
+    print(format_table(data["rows"]))
+    ok, line = summarize(data["rows"])
+    print(f"\nexport: {line}")
+    if a.json:
+        payload = json.dumps({**data, "ok": ok}, indent=1, default=str)
+        atomic_write_bytes(a.json, payload.encode(), overwrite=True)
+        print(f"results written to {a.json}")
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eca-multi", description="ECA in PyTorch, Keras 3 and Flax")
     sub = p.add_subparsers(dest="command", required=True)
@@ -194,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--groups", type=int, default=4, help="SE-GC's G (default 4)")
     t.add_argument("--spatial", type=int, default=1, help="spatial positions M")
     t.set_defaults(func=_attention_table)
+    e = sub.add_parser("export", help="export matrix: every export path, run and checked")
+    e.add_argument("--groups", default=None, help="comma-separated (default: all): torch, ...")
+    e.add_argument("--models", default=None, help="layer and/or architectures (default: both)")
+    e.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    e.add_argument("--jobs", type=int, default=2, help="worker processes at once (default 2)")
+    e.set_defaults(func=_export)
     return p
 
 

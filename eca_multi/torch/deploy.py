@@ -39,7 +39,10 @@ __all__ = [
     "versions",
 ]
 
-SCRIPT_UNSUPPORTED = ("RuntimeError", r"has no attribute 'config'|ECAConfig")
+# torch.jit.script cannot compile the layer's Python-side config and input check; the message
+# names the layer's source (a model's second attempt in one process: "Can't redefine method:
+# forward on class: __torch__.eca_multi.torch.layer...ECA")
+SCRIPT_UNSUPPORTED = ("RuntimeError", r"eca_multi[/.]torch[/.]layer")
 
 
 def versions() -> dict:
