@@ -148,8 +148,8 @@ def family_mix(
     kind = config.kind
     if kind == "se_var1":
         return y
-    if kind == "se_var2":
-        return y * p["kernel"]
+    if kind == "se_var2":  # the barrier keeps XLA from reassociating (sum * 1/m) * w under jit
+        return lax.optimization_barrier(y) * p["kernel"]
     if kind == "se_var3":  # native (in, out)
         return jnp.dot(y, p["fc.kernel"], precision=_HIGHEST)
     if kind == "se":  # 1x1 conv kernels (1, 1, in, out) on the pooled vector: two matmuls
@@ -161,10 +161,10 @@ def family_mix(
         wg = p["fc.kernel"].reshape(g, c // g, c // g)  # (G, out, in)
         z = jnp.einsum("ngi,goi->ngo", y.reshape(n, g, c // g), wg, precision=_HIGHEST)
         return z.reshape(n, c)
-    # eca_ns: z[c] = sum_j W[c, j] ypad[c + j], a band of k non-shared taps per channel
-    w, c = p["kernel"], y.shape[1]
+    # eca_ns: z[c] = sum_j W[c, j] ypad[c + j], a band of k non-shared taps per channel: the
+    # (N, C, k) windows of the padded vector contracted with W in one dot (one rounding order,
+    # so eager and jit agree bit for bit; a sum of k products would be fused into FMAs by jit)
+    c, k = y.shape[1], config.kernel_size
     ypad = _pad_channels(y, config)
-    z = w[:, 0] * ypad[:, :c]
-    for j in range(1, config.kernel_size):
-        z = z + w[:, j] * ypad[:, j : j + c]
-    return z
+    windows = jnp.stack([ypad[:, j : j + c] for j in range(k)], axis=-1)  # (N, C, k)
+    return jnp.einsum("nck,ck->nc", windows, p["kernel"], precision=_HIGHEST)
