@@ -356,3 +356,35 @@ def test_eca_resnet50_forward_backward_and_param_count(kind):
         assert any(np.abs(a).max() > 0 for a in attn.values()), f"{kind}: all-zero gradients"
     stem = flat["conv1/kernel"]
     assert np.isfinite(stem).all() and np.abs(stem).max() > 0, f"{kind}: stem gradient"
+
+
+@pytest.mark.parametrize(
+    "name,kind,kwargs",
+    [
+        ("ecaresnet26t", "se", {"rd_divisor": 8}),  # timm block: attribute "se" (timm's width)
+        ("eca_mobilenet_v2", "se_gc", {"groups": 8}),
+        ("eca_resnet18", None, None),
+    ],
+)
+def test_models_canonical_keys_and_msgpack_round_trip(name, kind, kwargs, tmp_path):
+    """The model's canonical export is exactly archs.schema(..., attention) (key order and
+    shapes), strict loading round-trips it, and our msgpack export records the attention."""
+    from eca_multi.flax.models import export_canonical_model, load_weights_file, save_weights_file
+
+    schema = archs.schema(name, 10, None, kind, kwargs)
+    model = abstract_model(name, 10, attention=kind, attention_kwargs=kwargs)
+    expected = archs.attention_params(name, kind, kwargs)
+    plain = _params(abstract_model(name, 10, attention=None))
+    assert _params(model) - plain == expected, f"{name} {kind}: attention parameter count"
+    state = _random_state(schema, seed=1)
+    load_canonical_model(model, state)
+    out = export_canonical_model(model)
+    assert list(out) == list(schema), f"{name} {kind}: export keys differ from the schema"
+    assert all(np.array_equal(out[k], state[k]) for k in schema), f"{name} {kind}: round trip"
+    if kind == "se":
+        assert "layer1.0.se.fc1.weight" in out and "layer1.0.se.fc2.bias" in out
+    path = save_weights_file(model, tmp_path / "m.msgpack")
+    loaded = load_weights_file(path, name, kernel_sizes="checkpoint")
+    assert (loaded.attention, loaded.attention_kwargs) == (kind, kwargs or {})
+    again = export_canonical_model(loaded)
+    assert all(np.array_equal(again[k], state[k]) for k in schema), f"{name} {kind}: msgpack"
