@@ -123,6 +123,7 @@ class _Attention(nnx.Module):
 
 
 _COMMON_DOC = """
+
     Args:
         channels: channel count C (required: the weights are C-shaped).{extra}
         gate: "sigmoid" or "hard_sigmoid" (``relu6(z + 3) / 6``).
