@@ -10,6 +10,7 @@ Pure functions of (config, x, weights): no host round trip, so they run under ``
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 
@@ -112,12 +113,14 @@ def eca(config: ECAConfig, x: jax.Array, kernel: jax.Array) -> jax.Array:
 # the rest of the family: native parameters and channel mixing
 
 
+@functools.lru_cache(maxsize=512)  # configs are frozen (hashable); called on every forward
 def native_params(config: AttentionConfig) -> dict[str, tuple[str, tuple[int, ...], Layout, float]]:
     """Native path -> (canonical name, native shape, layout, init bound) of a family member.
 
     Native paths rename the canonical ``weight`` to Flax's ``kernel`` (``fc1.weight`` ->
     ``fc1.kernel``, ``weight`` -> ``kernel``); shapes are the canonical ones through the layout
-    table (CONV2D (out, in, 1, 1) -> (1, 1, in, out); LINEAR (out, in) -> (in, out)).
+    table (CONV2D (out, in, 1, 1) -> (1, 1, in, out); LINEAR (out, in) -> (in, out)). The
+    returned dict is shared (cached): do not modify it.
     """
     bounds = init_bounds(config)
     out = {}
