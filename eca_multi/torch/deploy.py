@@ -55,7 +55,7 @@ def versions() -> dict:
     return out
 
 
-def dynamic_shapes(model: nn.Module, min_side: int) -> dict:
+def dynamic_shapes(min_side: int) -> dict:
     """Batch, height and width dynamic; channels static (the layer is built for C channels).
 
     ``min_side``: smallest height / width the export accepts. For a ResNet use 33 or more: at a
@@ -69,7 +69,7 @@ def dynamic_shapes(model: nn.Module, min_side: int) -> dict:
 
 def export_program(model: nn.Module, example: torch.Tensor, path: str | os.PathLike, min_side: int):
     """``torch.export`` with dynamic batch and spatial size, saved to ``path`` (``.pt2``)."""
-    ep = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes(model, min_side))
+    ep = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes(min_side))
     torch.export.save(ep, str(path))
     return torch.export.load(str(path))
 
@@ -80,7 +80,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
         model,
         (example,),
         dynamo=True,
-        dynamic_shapes=dynamic_shapes(model, min_side),
+        dynamic_shapes=dynamic_shapes(min_side),
         verbose=False,
     )
     program.save(str(path))
