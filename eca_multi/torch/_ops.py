@@ -16,7 +16,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-__all__ = ["accumulation_dtype", "full_precision", "gate", "pool", "scale"]
+__all__ = ["accumulation_dtype", "full_precision", "gate", "pool", "scale", "scale_add"]
 
 _NO_CONTEXT = contextlib.nullcontext()
 
@@ -49,10 +49,21 @@ def gate(z: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.sigmoid(z) if kind == "sigmoid" else F.relu6(z + 3.0) / 6.0
 
 
-def scale(x: torch.Tensor, s: torch.Tensor, config) -> torch.Tensor:
-    """``x * s``: the (N, C) gate in x's dtype, broadcast over the spatial axes."""
+def _broadcast(x: torch.Tensor, s: torch.Tensor, config) -> torch.Tensor:
+    """The (N, C) gate in x's dtype, viewed to broadcast over x's spatial axes."""
     if s.dtype != x.dtype:
         s = s.to(x.dtype)
     shape = [1] * x.ndim
     shape[0], shape[config.channel_axis(x.ndim)] = s.shape
-    return x * s.view(shape)
+    return s.view(shape)
+
+
+def scale(x: torch.Tensor, s: torch.Tensor, config) -> torch.Tensor:
+    """``x * s``: the (N, C) gate in x's dtype, broadcast over the spatial axes."""
+    return x * _broadcast(x, s, config)
+
+
+def scale_add(x: torch.Tensor, s: torch.Tensor, residual: torch.Tensor, config) -> torch.Tensor:
+    """``residual + x * s`` in one pass over memory (``torch.addcmul``), the same values as
+    ``scale(x, s) + residual``: a residual block's gate and shortcut add, fused."""
+    return torch.addcmul(residual, x, _broadcast(x, s, config))

@@ -44,7 +44,7 @@ from torch import nn
 
 from ..family import ATTENTIONS, AttentionConfig, attention_config, init_bounds
 from ..spec import ECAConfig, _check_choice, check_input, padded_channel_index
-from ._ops import accumulation_dtype, full_precision, gate, pool, scale
+from ._ops import accumulation_dtype, full_precision, gate, pool, scale, scale_add
 from .layer import ECA
 
 __all__ = [
@@ -106,6 +106,14 @@ class _ChannelAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         return scale(x, self.attention(x), self.config)
+
+    def forward_residual(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """``residual + self(x)`` with the gate multiply fused into the add (one memory pass).
+
+        What a residual block does after its attention; saves writing and re-reading ``x * s``.
+        """
+        self._check(x)
+        return scale_add(x, self.attention(x), residual, self.config)
 
     def __repr__(self) -> str:
         return self.config.describe(type(self).__name__)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..spec import ECAConfig, check_input, make_config, padded_channel_index
-from ._ops import full_precision, gate, pool, scale
+from ._ops import full_precision, gate, pool, scale, scale_add
 
 __all__ = ["ECA"]
 
@@ -148,6 +148,14 @@ class ECA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         return scale(x, self.attention(x), self.config)  # broadcast over the spatial axes
+
+    def forward_residual(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """``residual + self(x)`` with the gate multiply fused into the add (one memory pass).
+
+        What a residual block does after its attention; saves writing and re-reading ``x * s``.
+        """
+        self._check(x)
+        return scale_add(x, self.attention(x), residual, self.config)
 
     def __repr__(self) -> str:
         return self.config.describe(type(self).__name__)

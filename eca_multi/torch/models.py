@@ -109,11 +109,13 @@ class ECABlock(nn.Module):
             out = getattr(self, bn)(getattr(self, conv)(out))
             if i < len(self.pairs) - 1:
                 out = self.relu(out)
-        attention = getattr(self, self.eca_attr)
-        if attention is not None:  # after the last BN, before the residual add
-            out = attention(out)
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        attention = getattr(self, self.eca_attr)
+        if attention is None:
+            return self.relu(out + identity)
+        # after the last BN, before the residual add: identity + out * s in one op (addcmul), the
+        # same values as attention(out) + identity without writing and re-reading out * s
+        return self.relu(attention.forward_residual(out, identity))
 
 
 class ECAResNet(nn.Module):

@@ -423,3 +423,31 @@ def test_mobilenet_v2_and_canonical_model_round_trip_with_attention():
         M.load_canonical_model(wrong, state, "eca_mobilenet_v2")
     with pytest.raises(ValueError, match="attention must be None or one of"):
         M.create_model("eca_resnet18", attention="cbam")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("kind", ATTENTIONS)
+def test_forward_residual_is_forward_plus_residual(kind, dtype):
+    """The fused gate-multiply + shortcut add (what the ResNet blocks run) is ``layer(x) +
+    residual`` up to one rounding (addcmul may round ``r + x * s`` once, as an FMA), with the
+    same gradients."""
+    kw = {"se_gc": {"groups": 4}}.get(kind, {})
+    layer = make_attention(kind, 16, **kw)
+    dt = getattr(torch, dtype)
+    x = torch.randn(2, 16, 5, 3, dtype=dt, requires_grad=True)
+    r = torch.randn(2, 16, 5, 3, dtype=dt, requires_grad=True)
+    fused = layer.forward_residual(x, r)
+    plain = layer(x) + r
+    assert fused.dtype == plain.dtype == dt
+    d = (fused.float() - plain.float()).abs().max().item()
+    bound = torch.finfo(dt).eps * plain.float().abs().max().item()  # one ulp of the largest value
+    assert d <= bound, f"torch/{kind}/{dtype}: fused vs layer(x) + r: {d:.2e} > {bound:.2e}"
+    g = torch.randn_like(plain)
+    got = torch.autograd.grad(fused, (x, r, *layer.parameters()), g)
+    want = torch.autograd.grad(plain, (x, r, *layer.parameters()), g)
+    for a, b in zip(got, want, strict=True):
+        d = (a.float() - b.float()).abs().max().item()
+        scale = b.float().abs().max().item() or 1.0
+        assert d <= 1e-6 * scale, f"torch/{kind}/{dtype}: fused gradient off by {d:.2e}"
+    with pytest.raises(ValueError, match="channels"):
+        layer.forward_residual(torch.randn(2, 8, 5, 3), torch.randn(2, 8, 5, 3))
