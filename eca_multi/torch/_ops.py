@@ -16,7 +16,17 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-__all__ = ["accumulation_dtype", "full_precision", "gate", "pool", "scale", "scale_add"]
+from ..spec import check_input
+
+__all__ = [
+    "InputCheck",
+    "accumulation_dtype",
+    "full_precision",
+    "gate",
+    "pool",
+    "scale",
+    "scale_add",
+]
 
 _NO_CONTEXT = contextlib.nullcontext()
 
@@ -67,3 +77,28 @@ def scale_add(x: torch.Tensor, s: torch.Tensor, residual: torch.Tensor, config) 
     """``residual + x * s`` in one pass over memory (``torch.addcmul``), the same values as
     ``scale(x, s) + residual``: a residual block's gate and shortcut add, fused."""
     return torch.addcmul(residual, x, _broadcast(x, s, config))
+
+
+class InputCheck:
+    """Mixin for every torch attention module: the shared input check (:func:`check_input`) run
+    once per new (shape, dtype) in eager mode.
+
+    The check is pure Python on the shape and dtype (about 10 us a call); a passing (shape, dtype)
+    is remembered so repeated calls skip it. Under torch.compile it runs at trace time (shapes are
+    static there), so compiled graphs never pay for it. Needs ``self.config``.
+    """
+
+    _checked: tuple | None = None  # (shape, dtype) that last passed the input check
+
+    def _check(self, x: torch.Tensor) -> None:
+        if torch.compiler.is_compiling():
+            self._check_now(x)
+            return
+        key = (x.shape, x.dtype)
+        if key != self._checked:
+            self._check_now(x)
+            self._checked = key  # only after the check passed: bad input raises every time
+
+    def _check_now(self, x: torch.Tensor) -> None:
+        shape, floating = tuple(x.shape), x.is_floating_point()
+        check_input(self.config, shape, is_floating=floating, dtype=str(x.dtype), backend="torch")

@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..family import ATTENTIONS, AttentionConfig, attention_config, init_bounds
-from ..spec import ECAConfig, _check_choice, check_input, padded_channel_index
-from ._ops import accumulation_dtype, full_precision, gate, pool, scale, scale_add
+from ..spec import ECAConfig, _check_choice, padded_channel_index
+from ._ops import InputCheck, accumulation_dtype, full_precision, gate, pool, scale, scale_add
 from .layer import ECA
 
 __all__ = [
@@ -64,33 +64,18 @@ def _as(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return w if w.dtype == dtype else w.to(dtype)
 
 
-class _ChannelAttention(nn.Module):
+class _ChannelAttention(InputCheck, nn.Module):
     """Shared body of the family: input check, pool, :meth:`mix`, gate, scale, init, repr."""
 
     def __init__(self, config: AttentionConfig) -> None:
         super().__init__()
         self.config = config
-        self._checked: tuple | None = None  # (shape, dtype) that last passed the input check
 
     def reset_parameters(self) -> None:
         """Every weight and bias ~ U(-b, b), b = 1 / sqrt(fan_in) (:func:`init_bounds`)."""
         with torch.no_grad():
             for name, bound in init_bounds(self.config).items():
                 self.get_parameter(name).uniform_(-bound, bound)
-
-    def _check(self, x: torch.Tensor) -> None:
-        """The shared input check, once per new (shape, dtype) in eager mode (as ECA's)."""
-        if torch.compiler.is_compiling():
-            self._check_now(x)
-            return
-        key = (x.shape, x.dtype)
-        if key != self._checked:
-            self._check_now(x)
-            self._checked = key  # only after the check passed: bad input raises every time
-
-    def _check_now(self, x: torch.Tensor) -> None:
-        shape, floating = tuple(x.shape), x.is_floating_point()
-        check_input(self.config, shape, is_floating=floating, dtype=str(x.dtype), backend="torch")
 
     def mix(self, y: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
         """The channel mixing z = mix(y) of the pooled (N, C) vector, computed in ``acc``."""

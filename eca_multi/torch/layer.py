@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..spec import ECAConfig, check_input, make_config, padded_channel_index
-from ._ops import full_precision, gate, pool, scale, scale_add
+from ..spec import ECAConfig, make_config, padded_channel_index
+from ._ops import InputCheck, full_precision, gate, pool, scale, scale_add
 
 __all__ = ["ECA"]
 
 
-class ECA(nn.Module):
+class ECA(InputCheck, nn.Module):
     """Efficient Channel Attention: a k-tap 1-D convolution across the pooled channel vector.
 
     Args:
@@ -76,31 +76,11 @@ class ECA(nn.Module):
             self.register_buffer("channel_index", index, persistent=False)
         else:
             self.channel_index = None
-        self._checked: tuple | None = None  # (shape, dtype) that last passed the input check
 
     def _index(self, c: int, device: torch.device) -> torch.Tensor:
         if self.channel_index is not None:
             return self.channel_index
         return torch.as_tensor(padded_channel_index(c, self.config.kernel_size), device=device)
-
-    def _check(self, x: torch.Tensor) -> None:
-        """The shared input check, run once per new (shape, dtype) in eager mode.
-
-        The check is pure Python on the shape and dtype (about 10 us a call); a passing
-        (shape, dtype) is remembered so repeated calls skip it. Under torch.compile it runs at
-        trace time (shapes are static there), so compiled graphs never pay for it.
-        """
-        if torch.compiler.is_compiling():
-            self._check_now(x)
-            return
-        key = (x.shape, x.dtype)
-        if key != self._checked:
-            self._check_now(x)
-            self._checked = key  # only after the check passed: bad input raises every time
-
-    def _check_now(self, x: torch.Tensor) -> None:
-        shape, floating = tuple(x.shape), x.is_floating_point()
-        check_input(self.config, shape, is_floating=floating, dtype=str(x.dtype), backend="torch")
 
     def _conv(self, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """The k-tap cross-correlation (no flip, no bias) of the pooled (N, C) vector."""
