@@ -88,7 +88,9 @@ class InputCheck:
     static there), so compiled graphs never pay for it. Needs ``self.config``.
     """
 
-    _checked: tuple | None = None  # (shape, dtype) that last passed the input check
+    # (shape, dtype) that last passed the input check; deliberately not annotated: TorchScript
+    # reads class annotations and would fail on this one before reaching the documented reason
+    _checked = None
 
     def _check(self, x: torch.Tensor) -> None:
         if torch.compiler.is_compiling():

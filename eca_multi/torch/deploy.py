@@ -42,7 +42,7 @@ __all__ = [
 # torch.jit.script cannot compile the layer's Python-side config and input check; the message
 # names the layer's source (a model's second attempt in one process: "Can't redefine method:
 # forward on class: __torch__.eca_multi.torch.layer...ECA")
-SCRIPT_UNSUPPORTED = ("RuntimeError", r"eca_multi[/.]torch[/.]layer")
+SCRIPT_UNSUPPORTED = ("RuntimeError", r"eca_multi[/.]torch[/.](layer|_ops)")
 
 
 def versions() -> dict:
