@@ -3,7 +3,7 @@
 Paper: Wang et al., "ECA-Net", CVPR 2020, https://arxiv.org/abs/1910.03151; the block is defined
 once in :mod:`eca_multi.spec`, the rest of the paper's channel-attention family (SE, SE-Var1/2/3,
 SE-GC, ECA-NS) in :mod:`eca_multi.family`. Every member runs :func:`attend` (pool -> mix -> gate
--> scale); only the channel mixing differs (:func:`family_mix`, ECA's :func:`_channel_conv`).
+-> scale); only the channel mixing differs (:func:`family_mix`, ECA's :func:`_band`).
 Pure functions of (config, x, weights): no host round trip, so they run under ``jax.jit`` /
 ``nnx.jit``, ``jax.grad`` and ``jax.vmap`` on whatever device holds ``x``.
 """
@@ -61,19 +61,43 @@ def _pad_channels(y: jax.Array, config: ECAConfig | AttentionConfig) -> jax.Arra
     return jnp.pad(y, ((0, 0), (config.pad, config.pad)))
 
 
-def _channel_conv(y: jax.Array, kernel: jax.Array, config: ECAConfig) -> jax.Array:
-    """Pad the pooled (N, C) vector along C, then a VALID k-tap cross-correlation (no flip)."""
-    y = _pad_channels(y, config)
-    # HIGHEST: full float32 passes, no TF32 on GPUs whatever jax_default_matmul_precision says
-    z = lax.conv_general_dilated(
-        y[:, :, None],
-        kernel,
-        (1,),
-        "VALID",
-        dimension_numbers=("NWC", "WIO", "NWC"),
-        precision=lax.Precision.HIGHEST,
-    )
-    return z[:, :, 0]
+def _taps(ypad: jax.Array, w: jax.Array, channels: int) -> jax.Array:
+    """z[:, i] = sum_j w[j] * ypad[:, i + j]: the k-tap VALID cross-correlation (no flip) as k
+    shifted multiply-adds on the padded (N, C + k - 1) vector, one elementwise XLA fusion."""
+    z = w[0] * ypad[:, :channels]
+    for j in range(1, w.shape[0]):
+        z = z + w[j] * ypad[:, j : j + channels]
+    return z
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _band(config: ECAConfig, y: jax.Array, w: jax.Array) -> jax.Array:
+    """ECA's channel mixing: pad the pooled (N, C) vector along C, then the (k,) taps ``w``.
+
+    NOTE: an XLA convolution here costs 2-3x the whole layer's memory floor on CPU (a 1-channel
+    conv of a tiny vector); the taps cost about nothing. Their autodiff backward, though, got
+    fused into the per-pixel dx fusion and recomputed there (3-4x the floor), so the backward is
+    written out (the band's transpose is the same taps, flipped) and materialized once.
+    """
+    return _taps(_pad_channels(y, config), w, y.shape[1])
+
+
+def _band_fwd(config, y, w):
+    return _band(config, y, w), (y, w)
+
+
+def _band_bwd(config, residuals, dz):
+    y, w = residuals
+    c, k = y.shape[1], w.shape[0]
+    # dy[i] = sum_j w[j] dz[(i + p - j)], the same padding (zeros, or circular mod C for any k)
+    dy = _taps(_pad_channels(dz, config), w[::-1], c)
+    ypad = _pad_channels(y, config)
+    windows = jnp.stack([ypad[:, j : j + c] for j in range(k)], axis=-1)  # (N, C, k)
+    dw = jnp.einsum("nck,nc->k", windows, dz, precision=_HIGHEST)
+    return lax.optimization_barrier(dy), dw  # the barrier: computed once, not per pixel
+
+
+_band.defvjp(_band_fwd, _band_bwd)
 
 
 def attend(
@@ -94,19 +118,24 @@ def attend(
     spatial = config.spatial_axes(x.ndim)
     dtype = jnp.result_type(jnp.float32, x.dtype, *(w.dtype for w in weights))
     m = math.prod(x.shape[a] for a in spatial)  # NOTE: sum * (1/m), as XLA compiles a mean
-    y = jnp.sum(x, axis=spatial, dtype=dtype) * (1.0 / m)  # (N, C); eager == jit bit for bit
+    xp = lax.optimization_barrier(x) if x.dtype != dtype else x  # NOTE: see below
+    y = jnp.sum(xp, axis=spatial, dtype=dtype) * (1.0 / m)  # (N, C); eager == jit bit for bit
     z = mix(y, dtype)  # (N, C)
     s = _gate(z, config.gate).astype(x.dtype)
     return x * jnp.expand_dims(s, spatial)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def eca(config: ECAConfig, x: jax.Array, kernel: jax.Array) -> jax.Array:
     """ECA of ``x`` with the native (k, 1, 1) ``kernel`` (Flax Conv1D layout ``(k, in, out)``).
 
-    The attention path (pooled vector, conv, gate) runs in at least float32; the output has the
-    dtype of ``x``.
+    The attention path (pooled vector, taps, gate) runs in at least float32; the output has the
+    dtype of ``x``. Always compiled (``jax.jit``, ``config`` static; inlined into an enclosing
+    ``jit``): XLA contracts the taps' multiply-adds into FMAs, so an op-by-op eager run would
+    round differently from ``nnx.jit``; compiled both ways, eager and jit agree bit for bit.
     """
-    return attend(config, x, lambda y, dt: _channel_conv(y, kernel.astype(dt), config), (kernel,))
+    taps = kernel.reshape(-1)
+    return attend(config, x, lambda y, dt: _band(config, y, taps.astype(dt)), (kernel,))
 
 
 # ---------------------------------------------------------------------------------------------
