@@ -108,18 +108,8 @@ class ECA(keras.layers.Layer):
         cfg, adt = self.config, _attention_dtype(dtype)
         y = _ops.pool(x, cfg, adt)  # (N, C); pool, gate and scale: the family's shared code
         w = ops.reshape(ops.cast(self.kernel, adt), (cfg.kernel_size,))
-        z = ops.sum(self._windows(y) * w, axis=-1)  # VALID cross-correlation: no flip, no bias
+        z = _ops.channel_taps(y, w, cfg.kernel_size, cfg.padding)  # no flip, no bias
         return _ops.scale(x, _ops.gate(z, cfg.gate), cfg, dtype)
-
-    def _windows(self, y):
-        """(N, C) -> (N, C, k): each channel's k padded neighbours, gathered in one op.
-
-        Window i covers padded positions i .. i + k - 1; zeros padding gathers them from the
-        zero-padded vector, circular padding from y itself through spec.padded_channel_index
-        (channel indices modulo C, so k > C works).
-        """
-        # channels unknown while tracing (TF with a None channel dim): indices built in-graph
-        return _ops.channel_windows(y, self.config.kernel_size, self.config.padding)
 
     def _check_input(self, shape, dtype) -> str:
         """The shared input check (spec.check_input); returns the standardized dtype name."""
