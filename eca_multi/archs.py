@@ -37,6 +37,7 @@ __all__ = [
     "get_arch",
     "kernel_sizes_from_state",
     "mobilenet_v2_blocks",
+    "pools_through_last_conv",
     "resnet_blocks",
     "schema",
     "stem_plan",
@@ -301,6 +302,23 @@ def block_convs(b: BlockPlan) -> list[tuple[ConvPlan, str]]:
         (ConvPlan(f"{p}.conv2", b.planes, b.planes, 3, b.stride), f"{p}.bn2"),
         (ConvPlan(f"{p}.conv3", b.planes, b.outplanes, 1), f"{p}.bn3"),
     ]
+
+
+def pools_through_last_conv(b: BlockPlan) -> bool:
+    """Whether, at inference, the block's attention can pool the last conv's *input*.
+
+    The attention pools BN(conv(h)) over space. When that conv is 1x1, stride 1, one group and
+    bias-free (the bottleneck's conv3) and the BN uses running statistics, both are affine per
+    position, so the spatial mean commutes with them::
+
+        mean(BN(conv(h))) = (W @ mean(h) - running_mean) * gamma / sqrt(running_var + eps) + beta
+
+    mean(h) reads a tensor 4x smaller than the block's output, and the block's output is then
+    read only once (BN, gate multiply, shortcut add, ReLU). Equal up to float rounding (the
+    models' tests bound it); in training BN uses batch statistics and the rule is not used.
+    """
+    conv, _ = block_convs(b)[-1]
+    return conv.k == 1 and conv.stride == 1 and conv.groups == 1
 
 
 def downsample_convs(b: BlockPlan) -> list[tuple[ConvPlan, str]]:

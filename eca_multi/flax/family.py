@@ -108,14 +108,18 @@ class _Attention(nnx.Module):
             out[path] = holder
         return out
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Attention of ``x`` (rank >= 3, ``data_format`` layout); same shape and dtype."""
+    def __call__(self, x: jax.Array, pooled: jax.Array | None = None) -> jax.Array:
+        """Attention of ``x`` (rank >= 3, ``data_format`` layout); same shape and dtype.
+
+        ``pooled``: x's (N, C) spatial mean if the caller already has it.
+        """
         params = {p: v[...] for p, v in self.native_variables().items()}
         return attend(
             self.config,
             x,
             lambda y, dt: family_mix(self.config, y, params, dt),
             tuple(params.values()),
+            pooled,
         )
 
     def __repr__(self) -> str:

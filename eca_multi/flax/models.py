@@ -234,6 +234,8 @@ class ECABlock(nnx.Module):
         self.eca_attr = None if config is None else plan.eca_attr  # "eca" (official), "se" (timm)
         if config is not None:
             setattr(self, plan.eca_attr, make.attention(config))
+        # at inference the attention pools conv3's input (archs.pools_through_last_conv)
+        self.pool_early = config is not None and archs.pools_through_last_conv(plan)
         ds = archs.downsample_convs(plan)
         if plan.downsample == "avg":  # timm: pool (Identity at stride 1) at .0, conv .1, bn .2
             pool = _AvgPoolCeil() if plan.stride > 1 else _Identity()
@@ -244,13 +246,31 @@ class ECABlock(nnx.Module):
             )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        out = x
+        out, pooled = x, None
         for i, (conv, bn) in enumerate(self.pairs):
-            out = getattr(self, bn)(getattr(self, conv)(out))
+            conv, bn = getattr(self, conv), getattr(self, bn)
+            if i == len(self.pairs) - 1 and self.pool_early and bn.use_running_average:
+                pooled = _pooled_through(out, conv, bn)  # conv3's 4x smaller input
+            out = bn(conv(out))
             out = out if i == len(self.pairs) - 1 else jax.nn.relu(out)
         if self.eca_attr is not None:  # after the last BN, before the residual add
-            out = getattr(self, self.eca_attr)(out)
+            out = getattr(self, self.eca_attr)(out, pooled)
         return jax.nn.relu(out + self.downsample(x))
+
+
+def _pooled_through(h: jax.Array, conv: nnx.Conv, bn: _BatchNorm) -> jax.Array:
+    """The spatial mean of ``bn(conv(h))`` (NHWC) from the mean of ``h``: a 1x1 conv and BN on
+    running statistics commute with it (:func:`eca_multi.archs.pools_through_last_conv`)."""
+    dtype = jnp.result_type(jnp.float32, h.dtype)
+    m = jnp.mean(h, axis=(1, 2), dtype=dtype)  # (N, C_in)
+    u = jnp.dot(m, conv.kernel[...][0, 0].astype(dtype), precision=lax.Precision.HIGHEST)
+    scale = lax.rsqrt(bn.var[...].astype(dtype) + bn.epsilon)
+    if bn.scale is not None:
+        scale = scale * bn.scale[...].astype(dtype)
+    shift = -bn.mean[...].astype(dtype) * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias[...].astype(dtype)
+    return u * scale + shift
 
 
 class ECAResNet(nnx.Module):

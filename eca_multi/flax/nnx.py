@@ -70,8 +70,9 @@ class ECA(nnx.Module):
         shape = native_kernel_shape(self.config)
         self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return eca(self.config, x, self.kernel[...])
+    def __call__(self, x: jax.Array, pooled: jax.Array | None = None) -> jax.Array:
+        """ECA of ``x``; ``pooled``: x's (N, C) spatial mean if the caller already has it."""
+        return eca(self.config, x, self.kernel[...], pooled)
 
     def __repr__(self) -> str:
         return self.config.describe("flax.nnx.ECA")

@@ -19,6 +19,7 @@ from flax import nnx
 
 from eca_multi import archs
 from eca_multi.flax.models import (
+    ECABlock,
     _AvgPoolCeil,
     _max_pool,
     abstract_model,
@@ -392,3 +393,41 @@ def test_max_pool_matches_torch(h, w):
     ref = torch.nn.MaxPool2d(3, 2, 1)(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
     out = np.asarray(_max_pool(jnp.asarray(x.transpose(0, 2, 3, 1))))
     assert np.array_equal(out, ref)  # a max is exact; all-negative input: padding never wins
+
+
+def _set_pool_early(model, on: bool) -> list[bool]:
+    flags = []
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, ECABlock):
+            flags.append(node.pool_early)
+            node.pool_early = on and flags[-1]
+    return flags
+
+
+@pytest.mark.parametrize("attention", ["eca", "se"])
+def test_bottleneck_pools_conv3_input_at_inference(attention):
+    """Eval mode: the attention pools conv3's input (archs.pools_through_last_conv); the logits
+    equal the plain pooling of the block output up to float32 rounding. Train mode: unused."""
+    model = create_model("eca_resnet50", rngs=nnx.Rngs(0), attention=attention)
+    state = randomize("eca_resnet50", export_canonical_model(model))
+    load_canonical_model(model, state, name="eca_resnet50")
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 64, 64, 3), np.float32))
+    flags = _set_pool_early(model, True)
+    assert flags and all(flags), f"{attention}: every bottleneck block pools early: {flags}"
+    model.eval()
+    fast = np.asarray(model(x))
+    _set_pool_early(model, False)
+    slow = np.asarray(model(x))
+    err = float(np.abs(fast - slow).max())
+    assert 0 < err <= 1e-5 * float(np.abs(slow).max()), f"{attention}: max abs {err:.2e}"
+    model.train()  # batch statistics: the flag must not change anything
+    _set_pool_early(model, False)
+    off = np.asarray(model(x))
+    _set_pool_early(model, True)
+    assert np.array_equal(np.asarray(model(x)), off), f"{attention}: train mode changed"
+
+
+def test_basic_blocks_do_not_pool_early():
+    model = create_model("eca_resnet18", rngs=nnx.Rngs(0))
+    flags = [n.pool_early for _, n in nnx.iter_graph(model) if isinstance(n, ECABlock)]
+    assert flags and not any(flags), flags
