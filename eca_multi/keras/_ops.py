@@ -21,6 +21,7 @@ __all__ = [
     "checked_dtype",
     "gate",
     "pool",
+    "pooled",
     "scale",
 ]
 
@@ -41,6 +42,11 @@ def checked_dtype(config, shape, dtype) -> str:
 def pool(x, config, adt: str):
     """Mean over the spatial axes in the attention dtype: (N, C)."""
     return ops.mean(ops.cast(x, adt), axis=config.spatial_axes(x.ndim))
+
+
+def pooled(x, config, adt: str, given=None):
+    """:func:`pool`, or the caller's ``given`` (N, C) spatial mean of x cast to ``adt``."""
+    return pool(x, config, adt) if given is None else ops.cast(given, adt)
 
 
 def gate(z, kind: str):

@@ -49,6 +49,7 @@ from ..archs import (
     get_arch,
     kernel_sizes_from_state,
     mobilenet_v2_blocks,
+    pools_through_last_conv,
     resnet_blocks,
     schema,
     stem_plan,
@@ -57,15 +58,18 @@ from ..family import se_reduced_channels
 from ..weights.io import atomic_path
 from ..weights.layouts import Layout, to_canonical, to_native
 from ..weights.schema import check_state
+from . import _ops
 from .family import _Attention, attention_variables, from_config
 from .layer import ECA
 
 __all__ = [
     "BatchNormalization",
+    "PooledThrough",
     "TorchPool2D",
     "create_model",
     "export_canonical_model",
     "keras_name",
+    "link_pooled_through",
     "load_canonical_model",
     "load_weights_file",
     "save_weights_file",
@@ -217,6 +221,72 @@ class BatchNormalization(layers.BatchNormalization):
         super().load_own_variables(store)
 
 
+@keras.saving.register_keras_serializable(package="eca_multi")
+class PooledThrough(layers.Layer):
+    """The spatial mean of a bottleneck's last BN output, for the block's attention (no weights).
+
+    Inputs ``[h, out]``: the last conv's input and its BN's output. At inference, with that conv
+    and BN linked (:func:`link_pooled_through`, which :func:`create_model` runs), the mean comes
+    from ``h`` (4x fewer channels), and ``out`` is read once, by the attention's scale::
+
+        (W @ mean(h) - moving_mean) * gamma / sqrt(moving_variance + epsilon) + beta
+
+    (:func:`eca_multi.archs.pools_through_last_conv`). In training, or unlinked (a ``.keras``
+    file loaded by ``keras.saving.load_model``), it is ``mean(out)``, the attention's own pool.
+    """
+
+    def __init__(self, conv: str, bn: str, data_format: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conv, self.bn, self.data_format = conv, bn, data_format
+        self.unlink()
+
+    def link(self, conv: layers.Layer, bn: layers.Layer) -> None:
+        # untracked (object.__setattr__): the weights stay the graph's conv / BN layers' own
+        object.__setattr__(self, "_linked", (conv, bn))
+
+    def unlink(self) -> None:
+        object.__setattr__(self, "_linked", None)
+
+    def call(self, inputs, training=None):
+        h, out = inputs
+        axes = (2, 3) if self.data_format == "channels_first" else (1, 2)
+        adt = _ops.attention_dtype(keras.backend.standardize_dtype(out.dtype))
+        if training or self._linked is None:
+            return ops.mean(ops.cast(out, adt), axis=axes)
+        conv, bn = self._linked
+        kernel = ops.cast(conv.kernel, adt)  # (1, 1, in, out)
+        u = ops.matmul(ops.mean(ops.cast(h, adt), axis=axes), kernel[0, 0])  # W @ mean(h)
+        scale = ops.rsqrt(ops.cast(bn.moving_variance, adt) + bn.epsilon)
+        if bn.gamma is not None:
+            scale = scale * ops.cast(bn.gamma, adt)
+        shift = -ops.cast(bn.moving_mean, adt) * scale
+        if bn.beta is not None:
+            shift = shift + ops.cast(bn.beta, adt)
+        return u * scale + shift
+
+    def compute_output_spec(self, inputs, training=None) -> keras.KerasTensor:
+        _, out = inputs
+        channels = out.shape[1 if self.data_format == "channels_first" else -1]
+        adt = _ops.attention_dtype(keras.backend.standardize_dtype(out.dtype))
+        return keras.KerasTensor((out.shape[0], channels), dtype=adt)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "conv": self.conv,
+            "bn": self.bn,
+            "data_format": self.data_format,
+        }
+
+
+def link_pooled_through(model: keras.Model) -> keras.Model:
+    """Link every :class:`PooledThrough` of ``model`` to its conv and BN layers (by name)."""
+    for layer in model.layers:
+        if isinstance(layer, PooledThrough):
+            layer.link(model.get_layer(layer.conv), model.get_layer(layer.bn))
+    return model
+
+
 # ---------------------------------------------------------------------------------------------
 # builders: walk the archs plans
 
@@ -251,20 +321,30 @@ def _bn(x, name: str, data_format: str):
     )(x)
 
 
-def _attention(x, name: str, config):
+def _attention(x, name: str, config, pooled=None):
     """The block's channel attention (any family member) named ``name``; None: no module."""
-    return x if config is None else from_config(config, name=keras_name(name))(x)
+    if config is None:
+        return x
+    layer = from_config(config, name=keras_name(name))
+    return layer(x) if pooled is None else layer(x, pooled=pooled)
 
 
 def _resnet_block(x, b, data_format: str):
     shortcut = x
     convs = block_convs(b)
+    config = b.attention_config(data_format)
     for i, (conv, bn) in enumerate(convs):
+        h = x
         x = _bn(_conv(x, conv, data_format), bn, data_format)
         if i < len(convs) - 1:
             x = layers.ReLU(name=keras_name(f"{b.prefix}.act{i + 1}"))(x)
+    pooled = None
+    if config is not None and pools_through_last_conv(b):  # a bottleneck: pool conv3's input
+        conv, bn = (keras_name(n) for n in (convs[-1][0].name, convs[-1][1]))
+        name = keras_name(f"{b.prefix}.pool_through")
+        pooled = PooledThrough(conv, bn, data_format, name=name)([h, x])
     # after the last BN
-    x = _attention(x, f"{b.prefix}.{b.eca_attr}", b.attention_config(data_format))
+    x = _attention(x, f"{b.prefix}.{b.eca_attr}", config, pooled)
     if b.downsample == "avg" and b.stride > 1:  # timm avg_down: AvgPool2d(ceil_mode=True, ...)
         shortcut = TorchPool2D(
             "avg_ceil",
@@ -383,7 +463,7 @@ def create_model(
     att = (attention, dict(attention_kwargs) if attention_kwargs else None)
     outputs = build(inputs, arch, num_classes, kernel_sizes, data_format, att)
     with _recursion_limit():
-        return keras.Model(inputs, outputs, name=name)
+        return link_pooled_through(keras.Model(inputs, outputs, name=name))
 
 
 @contextlib.contextmanager
@@ -652,7 +732,7 @@ def load_weights_file(
         if loaded.name != name:
             raise ValueError(f"{path} holds a {loaded.name!r} model, not {name!r}")
         if num_classes is None and kernel_sizes is None and data_format is None:
-            return loaded
+            return link_pooled_through(loaded)
         _, stored, want, _, (att, att_kw) = _model_schema(loaded, name)
         num_classes = want[f"{_head(name)}.bias"][0][0] if num_classes is None else num_classes
         ks = stored if kernel_sizes is None else kernel_sizes

@@ -22,10 +22,13 @@ from common import OFFICIAL_PARAMS, read_through_source_file
 from eca_multi import archs
 from eca_multi.keras import ECA
 from eca_multi.keras.models import (
+    BatchNormalization,
+    PooledThrough,
     TorchPool2D,
     create_model,
     export_canonical_model,
     keras_name,
+    link_pooled_through,
     load_canonical_model,
     load_weights_file,
     save_weights_file,
@@ -323,6 +326,44 @@ def test_keras_archive_round_trip(tmp_path):
     bad.write_bytes(path.read_bytes()[:1000])  # truncated archive
     with pytest.raises(ValueError, match="not a readable .keras archive"):
         load_weights_file(bad, "ecaresnet26t")
+
+
+def _randomize_batchnorm(model: keras.Model, seed: int = 0) -> None:
+    """Non-trivial BN statistics and affine parameters (small gamma keeps ResNet-50 logits O(1))."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.1, c).astype(np.float32))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, c).astype(np.float32))
+            layer.gamma.assign((rng.uniform(0.5, 1.5, c) * 0.3).astype(np.float32))
+            layer.beta.assign(rng.normal(0, 0.1, c).astype(np.float32))
+
+
+@pytest.mark.parametrize("attention", ["eca", "se"])
+def test_bottleneck_attention_pools_conv3_input_at_inference(attention):
+    """Eval: each bottleneck's attention pools conv3's input (PooledThrough, linked by
+    create_model); logits equal the attention's own pooling up to float32 rounding. Training:
+    the block output's own mean, bit for bit."""
+    model = create_model("eca_resnet50", data_format=CL, attention=attention)
+    _randomize_batchnorm(model)
+    through = [layer for layer in model.layers if isinstance(layer, PooledThrough)]
+    assert len(through) == 16 and all(t._linked is not None for t in through), len(through)
+    x = image(64, seed=3, batch=2)
+    fast = keras_logits(model, x, CL)
+    for t in through:
+        t.unlink()
+    slow = keras_logits(model, x, CL)
+    err, scale = max_abs(fast, slow), float(np.abs(slow).max())
+    assert 0 < err <= 1e-5 * scale, f"{BACKEND}/{attention}: max_abs={err:.2e} (|logit| {scale})"
+    unlinked_train = keras_logits(model, x, CL, training=True)
+    link_pooled_through(model)
+    assert np.array_equal(keras_logits(model, x, CL, training=True), unlinked_train), attention
+
+
+def test_basic_blocks_have_no_pooled_through():
+    model = create_model("eca_resnet18", data_format=CL)
+    assert not [layer for layer in model.layers if isinstance(layer, PooledThrough)]
 
 
 # ---------------------------------------------------------------------------------------------
