@@ -41,6 +41,11 @@ def checked_dtype(config, shape, dtype) -> str:
 
 def pool(x, config, adt: str):
     """Mean over the spatial axes in the attention dtype: (N, C)."""
+    if keras.backend.backend() == "jax" and keras.backend.standardize_dtype(x.dtype) != adt:
+        # NOTE: 16-bit x under jax.jit: XLA shares one float32 copy of x between this cast and
+        # the scale's and materializes it (4x the floor at 8x28x28x512 bf16); the barrier keeps
+        # the two apart
+        x = _barrier(x)
     return ops.mean(ops.cast(x, adt), axis=config.spatial_axes(x.ndim))
 
 
