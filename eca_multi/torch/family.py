@@ -81,24 +81,31 @@ class _ChannelAttention(InputCheck, nn.Module):
         """The channel mixing z = mix(y) of the pooled (N, C) vector, computed in ``acc``."""
         raise NotImplementedError
 
-    def attention(self, x: torch.Tensor) -> torch.Tensor:
-        """The gate s of shape (N, C), in float32 (float64 for float64 inputs or weights)."""
+    def attention(self, x: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """The gate s of shape (N, C), in float32 (float64 for float64 inputs or weights).
+
+        ``pooled``: x's (N, C) spatial mean when the caller already has it (as ECA's).
+        """
         p = next(self.parameters(), None)
         acc = accumulation_dtype(x, None if p is None else p.dtype)
         with full_precision(x.device):
-            return gate(self.mix(pool(x, self.config, acc), acc), self.config.gate)
+            y = pool(x, self.config, acc) if pooled is None else pooled.to(acc)
+            return gate(self.mix(y, acc), self.config.gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         return scale(x, self.attention(x), self.config)
 
-    def forward_residual(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    def forward_residual(
+        self, x: torch.Tensor, residual: torch.Tensor, pooled: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``residual + self(x)`` with the gate multiply fused into the add (one memory pass).
 
         What a residual block does after its attention; saves writing and re-reading ``x * s``.
+        ``pooled``: as in :meth:`attention`.
         """
         self._check(x)
-        return scale_add(x, self.attention(x), residual, self.config)
+        return scale_add(x, self.attention(x, pooled), residual, self.config)
 
     def __repr__(self) -> str:
         return self.config.describe(type(self).__name__)

@@ -116,12 +116,16 @@ class ECA(InputCheck, nn.Module):
             z = torch.addcmul(z, t, wj)  # cross-correlation, no flip, no bias
         return z
 
-    def attention(self, x: torch.Tensor) -> torch.Tensor:
-        """The gate s of shape (N, C), in float32 (float64 for float64 inputs or weights)."""
+    def attention(self, x: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """The gate s of shape (N, C), in float32 (float64 for float64 inputs or weights).
+
+        ``pooled``: x's (N, C) spatial mean when the caller already has it (a bottleneck block
+        at inference, :func:`eca_multi.archs.pools_through_last_conv`); then x is not read.
+        """
         cfg, w = self.config, self.conv.weight
         acc = torch.promote_types(torch.promote_types(x.dtype, w.dtype), torch.float32)
         with full_precision(x.device):  # pool, gate and scale: the family's shared ops (_ops)
-            y = pool(x, cfg, acc)  # (N, C)
+            y = pool(x, cfg, acc) if pooled is None else pooled.to(acc)  # (N, C)
             z = self._conv(y, w if w.dtype == acc else w.to(acc))
             return gate(z, cfg.gate)
 
@@ -129,13 +133,16 @@ class ECA(InputCheck, nn.Module):
         self._check(x)
         return scale(x, self.attention(x), self.config)  # broadcast over the spatial axes
 
-    def forward_residual(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    def forward_residual(
+        self, x: torch.Tensor, residual: torch.Tensor, pooled: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``residual + self(x)`` with the gate multiply fused into the add (one memory pass).
 
         What a residual block does after its attention; saves writing and re-reading ``x * s``.
+        ``pooled``: as in :meth:`attention`.
         """
         self._check(x)
-        return scale_add(x, self.attention(x), residual, self.config)
+        return scale_add(x, self.attention(x, pooled), residual, self.config)
 
     def __repr__(self) -> str:
         return self.config.describe(type(self).__name__)

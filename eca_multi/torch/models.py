@@ -32,6 +32,7 @@ from torch import nn
 from .. import archs
 from ..weights import check_state
 from ..weights.layouts import Layout
+from ._ops import full_precision, pool
 from .family import CLASSES, from_config
 
 __all__ = [
@@ -87,6 +88,8 @@ class ECABlock(nn.Module):
         self.eca_attr = plan.eca_attr
         cfg = plan.attention_config()  # ECA / ECA-NS: k from the plan, not the rule
         setattr(self, plan.eca_attr, None if cfg is None else from_config(cfg))
+        # inference: the attention pools conv3's 4x smaller input (archs.pools_through_last_conv)
+        self.pool_early = cfg is not None and archs.pools_through_last_conv(plan)
         ds = archs.downsample_convs(plan)
         if plan.downsample == "conv":
             ((conv, _),) = ds
@@ -104,18 +107,46 @@ class ECABlock(nn.Module):
             self.downsample = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x
+        out, pooled = x, None
+        attention = getattr(self, self.eca_attr)
         for i, (conv, bn) in enumerate(self.pairs):
-            out = getattr(self, bn)(getattr(self, conv)(out))
+            conv, bn = getattr(self, conv), getattr(self, bn)
+            if (
+                i == len(self.pairs) - 1
+                and self.pool_early
+                and not self.training
+                and archs.pool_through_pays(conv.in_channels, out.shape[-2] * out.shape[-1])
+            ):
+                pooled = _pooled_through(out, conv, bn, attention)  # conv3's 4x smaller input
+            out = bn(conv(out))
             if i < len(self.pairs) - 1:
                 out = self.relu(out)
         identity = x if self.downsample is None else self.downsample(x)
-        attention = getattr(self, self.eca_attr)
         if attention is None:
             return self.relu(out + identity)
         # after the last BN, before the residual add: identity + out * s in one op (addcmul), the
         # same values as attention(out) + identity without writing and re-reading out * s
-        return self.relu(attention.forward_residual(out, identity))
+        return self.relu(attention.forward_residual(out, identity, pooled))
+
+
+def _pooled_through(
+    h: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, attention: nn.Module
+) -> torch.Tensor | None:
+    """The spatial mean of ``bn(conv(h))`` from the mean of ``h`` (a 1x1 conv, BN on running
+    statistics): :func:`eca_multi.archs.pools_through_last_conv`. None if BN tracks none."""
+    if bn.running_mean is None or bn.running_var is None:
+        return None
+    acc = torch.promote_types(torch.promote_types(h.dtype, conv.weight.dtype), torch.float32)
+    with full_precision(h.device):
+        m = pool(h, attention.config, acc)  # (N, C_in); only the spatial axes are used
+        u = m @ conv.weight.to(acc).flatten(1).T  # (N, C_out): W @ mean(h)
+        scale = torch.rsqrt(bn.running_var.to(acc) + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight.to(acc)
+        shift = -bn.running_mean.to(acc) * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias.to(acc)
+        return u * scale + shift
 
 
 class ECAResNet(nn.Module):

@@ -400,7 +400,7 @@ def _set_pool_early(model, on: bool) -> list[bool]:
     for _, node in nnx.iter_graph(model):
         if isinstance(node, ECABlock):
             flags.append(node.pool_early)
-            node.pool_early = on and flags[-1]
+            node.pool_early = on and len(node.pairs) == 3  # bottlenecks only
     return flags
 
 

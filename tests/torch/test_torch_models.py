@@ -396,3 +396,43 @@ def test_randomize_batchnorm_is_non_trivial_and_well_posed():
     assert 0.5 <= float(bn.weight.min()) and float(bn.weight.max()) <= 1.5
     out = _logits(model, torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)))
     assert np.isfinite(out).all() and np.abs(out).max() < 100, np.abs(out).max()
+
+
+def _set_pool_early(model: nn.Module, on: bool) -> list[bool]:
+    flags = []
+    for block in model.modules():
+        if isinstance(block, M.ECABlock):
+            flags.append(block.pool_early)
+            block.pool_early = on and len(block.pairs) == 3  # bottlenecks only
+    return flags
+
+
+@pytest.mark.parametrize("attention", ["eca", "se"])
+def test_bottleneck_pools_conv3_input_at_inference(attention):
+    """Eval: bottlenecks where archs.pool_through_pays pool conv3's input through conv3 and BN;
+    logits equal the block output's own mean up to float32 rounding. Train: unused (bit-equal)."""
+    torch.manual_seed(0)
+    model = M.randomize_batchnorm_(
+        M.create_model("eca_resnet50", attention=attention), seed=2, image_size=64
+    ).eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    flags = _set_pool_early(model, True)
+    assert len(flags) == 16 and all(flags), flags
+    with torch.no_grad():
+        fast = model(x)
+        _set_pool_early(model, False)
+        slow = model(x)
+    err, scale = float((fast - slow).abs().max()), float(slow.abs().max())
+    assert 0 < err <= 1e-5 * scale, f"{attention}: max_abs={err:.2e} (|logit| {scale:.2f})"
+    model.train()
+    with torch.no_grad():
+        off = model(x)
+        _set_pool_early(model, True)
+        assert torch.equal(model(x), off), f"{attention}: train mode changed"
+
+
+def test_basic_blocks_do_not_pool_early():
+    flags = [
+        b.pool_early for b in M.create_model("eca_resnet18").modules() if isinstance(b, M.ECABlock)
+    ]
+    assert flags and not any(flags), flags
