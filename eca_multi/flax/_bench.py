@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..benchmark import DTYPES, LAYER_SHAPES, QUICK_SHAPES, paired, shape_id
+from ..benchmark import DTYPES, LAYER_SHAPES, QUICK_SHAPES, inference_reps, paired, shape_id
 from .nnx import ECA
 
 __all__ = ["environment", "run"]
@@ -116,7 +116,7 @@ def _model_rows(quick: bool, reps: int) -> list[dict]:
         "dtype": "float32",
         "note": note,
     }
-    inf = paired(plain_inf, eca_inf, reps=reps, block_s=0)
+    inf = paired(plain_inf, eca_inf, reps=inference_reps(reps), block_s=0)
     train = paired(plain_step, eca_step, reps=max(3, reps // 2), block_s=0)
     return [{**base, "pass": "inference", **inf}, {**base, "pass": "train step", **train}]
 

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ..benchmark import DTYPES, LAYER_SHAPES, QUICK_SHAPES, paired, shape_id
+from ..benchmark import DTYPES, LAYER_SHAPES, QUICK_SHAPES, inference_reps, paired, shape_id
 from . import ECA
 
 __all__ = ["environment", "run"]
@@ -150,7 +150,10 @@ def _model_rows(quick: bool, reps: int) -> list[dict]:
         "note": "plain twin = create_model(name, attention=None); predict/train_on_batch",
     }
     inf = paired(
-        lambda: plain.predict_on_batch(x), lambda: eca.predict_on_batch(x), reps=reps, block_s=0
+        lambda: plain.predict_on_batch(x),
+        lambda: eca.predict_on_batch(x),
+        reps=inference_reps(reps),
+        block_s=0,
     )
     train = paired(
         lambda: plain.train_on_batch(x, labels),
@@ -158,7 +161,18 @@ def _model_rows(quick: bool, reps: int) -> list[dict]:
         reps=max(3, reps // 2),
         block_s=0,
     )
-    return [{**base, "pass": "inference", **inf}, {**base, "pass": "train step", **train}]
+    rows = [{**base, "pass": "inference", **inf}, {**base, "pass": "train step", **train}]
+    if _BACKEND == "tensorflow":  # predict runs TF's graph executor unless XLA is asked for
+        for m in (eca, plain):
+            m.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=True)
+        xla = paired(
+            lambda: plain.predict_on_batch(x),
+            lambda: eca.predict_on_batch(x),
+            reps=inference_reps(reps),
+            block_s=0,
+        )
+        rows.append({**base, "pass": "inference (jit_compile)", **xla})
+    return rows
 
 
 def run(opts: dict) -> list[dict]:

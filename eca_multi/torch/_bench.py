@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..benchmark import DTYPES, LAYER_SHAPES, QUICK_SHAPES, paired, shape_id
+from ..benchmark import DTYPES, LAYER_SHAPES, QUICK_SHAPES, inference_reps, paired, shape_id
 from . import ECA
 
 __all__ = ["environment", "run"]
@@ -110,7 +110,9 @@ def _model_rows(quick: bool, reps: int) -> list[dict]:
     for m in (eca, plain):
         m.eval()
     with torch.no_grad():
-        r = paired(lambda: plain(x), lambda: eca(x), reps=reps, block_s=0.0, warmup=1)
+        r = paired(
+            lambda: plain(x), lambda: eca(x), reps=inference_reps(reps), block_s=0.0, warmup=1
+        )
     base = {"framework": "torch", "mode": "model", "shape": shape, "dtype": "float32"}
     rows.append({**base, "pass": "inference", "note": note, **r})
     labels = torch.randint(0, 1000, (batch,))
