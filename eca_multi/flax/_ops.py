@@ -70,6 +70,11 @@ def _taps(ypad: jax.Array, w: jax.Array, channels: int) -> jax.Array:
     return z
 
 
+def _windows(ypad: jax.Array, channels: int, k: int) -> jax.Array:
+    """(N, C + k - 1) padded vector -> (N, C, k): window i holds padded positions i .. i + k - 1."""
+    return jnp.stack([ypad[:, j : j + channels] for j in range(k)], axis=-1)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _band(config: ECAConfig, y: jax.Array, w: jax.Array) -> jax.Array:
     """ECA's channel mixing: pad the pooled (N, C) vector along C, then the (k,) taps ``w``.
@@ -91,9 +96,7 @@ def _band_bwd(config, residuals, dz):
     c, k = y.shape[1], w.shape[0]
     # dy[i] = sum_j w[j] dz[(i + p - j)], the same padding (zeros, or circular mod C for any k)
     dy = _taps(_pad_channels(dz, config), w[::-1], c)
-    ypad = _pad_channels(y, config)
-    windows = jnp.stack([ypad[:, j : j + c] for j in range(k)], axis=-1)  # (N, C, k)
-    dw = jnp.einsum("nck,nc->k", windows, dz, precision=_HIGHEST)
+    dw = jnp.einsum("nck,nc->k", _windows(_pad_channels(y, config), c, k), dz, precision=_HIGHEST)
     return lax.optimization_barrier(dy), dw  # the barrier: computed once, not per pixel
 
 
@@ -208,6 +211,5 @@ def family_mix(
     # (N, C, k) windows of the padded vector contracted with W in one dot (one rounding order,
     # so eager and jit agree bit for bit; a sum of k products would be fused into FMAs by jit)
     c, k = y.shape[1], config.kernel_size
-    ypad = _pad_channels(y, config)
-    windows = jnp.stack([ypad[:, j : j + c] for j in range(k)], axis=-1)  # (N, C, k)
+    windows = _windows(_pad_channels(y, config), c, k)
     return jnp.einsum("nck,ck->nc", windows, p["kernel"], precision=_HIGHEST)
