@@ -59,9 +59,18 @@ def gate(z, kind: str):
     return ops.sigmoid(z) if kind == "sigmoid" else ops.relu6(z + 3.0) / 6.0
 
 
-def scale(x, s, config, dtype: str):
-    """``x * s`` with the (N, C) gate cast to the input dtype and broadcast over space."""
-    return x * ops.expand_dims(ops.cast(s, dtype), config.spatial_axes(x.ndim))
+def scale(x, s, config, dtype: str, residual=None):
+    """``x * s`` with the (N, C) gate cast to the input dtype and broadcast over space; with a
+    ``residual``, ``residual + x * s`` (a residual block's gate and shortcut add in one call: one
+    fused op on the torch backend, ``torch.addcmul``; XLA fuses the two itself)."""
+    s = ops.expand_dims(ops.cast(s, dtype), config.spatial_axes(x.ndim))
+    if residual is None:
+        return x * s
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.addcmul(residual, x, s)
+    return x * s + residual
 
 
 def _padded(y, kernel_size: int, padding: str, channels: int | None = None):

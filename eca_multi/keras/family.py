@@ -115,19 +115,20 @@ class _Attention(keras.layers.Layer):
         """The channel mixing z = mix(y) of this kind; y: pooled (N, C) in ``adt``."""
         raise NotImplementedError
 
-    def call(self, inputs, pooled=None):
-        """Attention of ``inputs``; ``pooled``: their (N, C) spatial mean if the caller has it."""
+    def call(self, inputs, pooled=None, residual=None):
+        """Attention of ``inputs``; ``pooled``: their (N, C) spatial mean if the caller has it;
+        ``residual``: added to the output (a block's shortcut), as :class:`ECA`'s."""
         x = ops.convert_to_tensor(inputs)
         cfg = self.config
         dtype = _ops.checked_dtype(cfg, x.shape, x.dtype)
         adt = _ops.attention_dtype(dtype)
         s = _ops.gate(self.mix(_ops.pooled(x, cfg, adt, pooled), adt), cfg.gate)
-        return _ops.scale(x, s, cfg, dtype)
+        return _ops.scale(x, s, cfg, dtype, residual)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
 
-    def compute_output_spec(self, inputs, pooled=None) -> keras.KerasTensor:
+    def compute_output_spec(self, inputs, pooled=None, residual=None) -> keras.KerasTensor:
         dtype = _ops.checked_dtype(self.config, inputs.shape, inputs.dtype)
         return keras.KerasTensor(inputs.shape, dtype=dtype)
 

@@ -102,16 +102,17 @@ class ECA(keras.layers.Layer):
             autocast=False,  # the attention path casts it to >= float32 itself
         )
 
-    def call(self, inputs, pooled=None):
+    def call(self, inputs, pooled=None, residual=None):
         """ECA of ``inputs``; ``pooled``: their (N, C) spatial mean if the caller has it (a
-        bottleneck block at inference, :class:`eca_multi.keras.models.PooledThrough`)."""
+        bottleneck block at inference, :class:`eca_multi.keras.models.PooledThrough`);
+        ``residual``: a tensor of the input's shape added to the output (a block's shortcut)."""
         x = ops.convert_to_tensor(inputs)
         dtype = self._check_input(x.shape, x.dtype)
         cfg, adt = self.config, _attention_dtype(dtype)
         y = _ops.pooled(x, cfg, adt, pooled)  # (N, C); pool, gate and scale: the family's code
         w = ops.reshape(ops.cast(self.kernel, adt), (cfg.kernel_size,))
         z = _ops.channel_taps(y, w, cfg.kernel_size, cfg.padding)  # no flip, no bias
-        return _ops.scale(x, _ops.gate(z, cfg.gate), cfg, dtype)
+        return _ops.scale(x, _ops.gate(z, cfg.gate), cfg, dtype, residual)
 
     def _check_input(self, shape, dtype) -> str:
         """The shared input check (spec.check_input); returns the standardized dtype name."""
@@ -120,7 +121,7 @@ class ECA(keras.layers.Layer):
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
 
-    def compute_output_spec(self, inputs, pooled=None) -> keras.KerasTensor:
+    def compute_output_spec(self, inputs, pooled=None, residual=None) -> keras.KerasTensor:
         # symbolic calls (keras.Input) get the same checks and keep the input dtype
         return keras.KerasTensor(inputs.shape, dtype=self._check_input(inputs.shape, inputs.dtype))
 

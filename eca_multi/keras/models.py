@@ -321,12 +321,9 @@ def _bn(x, name: str, data_format: str):
     )(x)
 
 
-def _attention(x, name: str, config, pooled=None):
+def _attention(x, name: str, config):
     """The block's channel attention (any family member) named ``name``; None: no module."""
-    if config is None:
-        return x
-    layer = from_config(config, name=keras_name(name))
-    return layer(x) if pooled is None else layer(x, pooled=pooled)
+    return x if config is None else from_config(config, name=keras_name(name))(x)
 
 
 def _resnet_block(x, b, data_format: str):
@@ -343,8 +340,6 @@ def _resnet_block(x, b, data_format: str):
         conv, bn = (keras_name(n) for n in (convs[-1][0].name, convs[-1][1]))
         name = keras_name(f"{b.prefix}.pool_through")
         pooled = PooledThrough(conv, bn, data_format, name=name)([h, x])
-    # after the last BN
-    x = _attention(x, f"{b.prefix}.{b.eca_attr}", config, pooled)
     if b.downsample == "avg" and b.stride > 1:  # timm avg_down: AvgPool2d(ceil_mode=True, ...)
         shortcut = TorchPool2D(
             "avg_ceil",
@@ -355,7 +350,11 @@ def _resnet_block(x, b, data_format: str):
         )(shortcut)
     for conv, bn in downsample_convs(b):
         shortcut = _bn(_conv(shortcut, conv, data_format), bn, data_format)
-    x = layers.Add(name=keras_name(f"{b.prefix}.add"))([x, shortcut])
+    if config is None:
+        x = layers.Add(name=keras_name(f"{b.prefix}.add"))([x, shortcut])
+    else:  # after the last BN: the gate multiply and the shortcut add in one call
+        attention = from_config(config, name=keras_name(f"{b.prefix}.{b.eca_attr}"))
+        x = attention(x, pooled=pooled, residual=shortcut)
     return layers.ReLU(name=keras_name(f"{b.prefix}.act_out"))(x)
 
 

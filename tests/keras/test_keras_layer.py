@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from eca_multi import kernel_size as rule_kernel_size
 from eca_multi import reference
 from eca_multi.conformance.generate import round_to_dtype
-from eca_multi.keras import ECA, export_canonical, load_canonical
+from eca_multi.keras import ECA, export_canonical, load_canonical, make_attention
 from eca_multi.keras._conformance import dtype_name, to_numpy, vjp
 
 BACKEND = keras.backend.backend()
@@ -235,3 +235,26 @@ def test_mixed_bfloat16_in_a_model():
     assert out.dtype == "bfloat16"
     y = keras.Model(inp, out)(np.ones((2, 4, 4, 8), np.float32))
     assert dtype_name(y) == "bfloat16" and tuple(y.shape) == (2, 4, 4, 8)
+
+
+@pytest.mark.parametrize("kind", ["eca", "se"])
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_pooled_and_residual_arguments(kind, data_format):
+    """What the ResNet blocks pass: ``pooled`` (the input's spatial mean) gives the layer's own
+    output, ``residual`` adds the shortcut in the same call (torch backend: one addcmul)."""
+    layer = make_attention(kind, 32, data_format=data_format)
+    x64 = np.random.default_rng(7).standard_normal((2, 32, 5, 6))
+    if data_format == "channels_last":
+        x64 = np.ascontiguousarray(x64.transpose(0, 2, 3, 1))
+    r64 = np.random.default_rng(8).standard_normal(x64.shape)
+    axes = (2, 3) if data_format == "channels_first" else (1, 2)
+    x, r = tensor(x64), tensor(r64)
+    own = to_numpy(layer(x)).astype(np.float64)
+    mean = keras.ops.mean(x, axis=axes)
+    given = to_numpy(layer(x, pooled=mean)).astype(np.float64)
+    d = float(np.abs(given - own).max())
+    assert d <= 1e-6, f"{BACKEND}/{kind}/{data_format}: pooled= vs own pooling max_abs={d:.2e}"
+    fused = to_numpy(layer(x, residual=r)).astype(np.float64)
+    d = float(np.abs(fused - (own + r64.astype(np.float32))).max())
+    assert d <= 1e-6, f"{BACKEND}/{kind}/{data_format}: residual= vs layer(x) + r max_abs={d:.2e}"
+    assert float(np.abs(fused - own).max()) > 0.1  # the residual really was added
