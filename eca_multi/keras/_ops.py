@@ -109,8 +109,10 @@ def _barrier(t):
 
         if tf.executing_eagerly():  # op by op: nothing is fused
             return t
-        from tensorflow.compiler.tf2xla.ops import gen_xla_ops  # XLA's barrier, as a TF op
-
+        try:  # XLA's barrier as a TF op; not public API, so a TF without it only runs slower
+            from tensorflow.compiler.tf2xla.ops import gen_xla_ops
+        except ImportError:
+            return t
         return gen_xla_ops.xla_optimization_barrier([t])[0]
     return t
 

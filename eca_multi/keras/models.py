@@ -19,6 +19,11 @@ Weightless helpers (padding, activations, adds, pools) get names that map to no 
 prefix (``"conv1-0_pad"``, ``"layer1-0-act1"``, ``"layer1-0-add"``); torch's own activation
 modules keep their torch paths where torch has one (``"conv1-2"``, ``"features-0-2"``).
 
+Speed (README "Performance"): a ResNet block's attention also adds the shortcut
+(``attention(x, residual=shortcut)``, no ``Add`` layer), and a bottleneck's attention gets its
+pooled vector from a weightless :class:`PooledThrough` (``"layer1-0-pool_through"``) that, at
+inference, pools conv3's 4x smaller input through conv3 and its BN.
+
 Example:
     >>> model = create_model("eca_resnet18", data_format="channels_last")
     >>> state = export_canonical_model(model)  # torch names and layouts
