@@ -138,3 +138,21 @@ def read_through_source_file(name: str, state: dict) -> dict:
     expected = "safetensors" if archs.get_arch(name).family == "timm" else "official"
     assert info["format"] == expected, f"{name}: detected {info['format']}, expected {expected}"
     return canonical
+
+
+def run_family_example(name: str, capsys) -> str:
+    """Run examples/<name> in this process; assert the formula's parameter count it prints for
+    every attention kind of ECA-ResNet50; return its stdout for the caller's own checks."""
+    import runpy
+    from pathlib import Path
+
+    from eca_multi import archs
+    from eca_multi.family import ATTENTIONS
+
+    path = Path(__file__).resolve().parents[1] / "examples" / name
+    runpy.run_path(str(path), run_name="__main__")
+    out = capsys.readouterr().out
+    for kind in ATTENTIONS:
+        n = archs.attention_params("eca_resnet50", kind)
+        assert f"attention={kind!r:10s} +{n:>11,} parameters" in out, f"{name}: {out[-2000:]}"
+    return out

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..spec import check_input
 
 __all__ = [
-    "InputCheck",
+    "Gated",
     "accumulation_dtype",
     "full_precision",
     "gate",
@@ -81,13 +81,14 @@ def scale_add(x: torch.Tensor, s: torch.Tensor, residual: torch.Tensor, config) 
     return torch.addcmul(residual, x, _broadcast(x, s, config))
 
 
-class InputCheck:
-    """Mixin for every torch attention module: the shared input check (:func:`check_input`) run
-    once per new (shape, dtype) in eager mode.
+class Gated:
+    """Mixin for every torch attention module: ``forward``, ``forward_residual``, ``repr`` and the
+    shared input check (:func:`check_input`) run once per new (shape, dtype) in eager mode.
 
-    The check is pure Python on the shape and dtype (about 10 us a call); a passing (shape, dtype)
-    is remembered so repeated calls skip it. Under torch.compile it runs at trace time (shapes are
-    static there), so compiled graphs never pay for it. Needs ``self.config``.
+    Needs ``self.config`` and ``self.attention(x, pooled=None)`` (the (N, C) gate). The check is
+    pure Python on the shape and dtype (about 10 us a call); a passing (shape, dtype) is
+    remembered so repeated calls skip it. Under torch.compile it runs at trace time (shapes are
+    static there), so compiled graphs never pay for it.
     """
 
     # (shape, dtype) that last passed the input check; deliberately not annotated: TorchScript
@@ -106,3 +107,21 @@ class InputCheck:
     def _check_now(self, x: torch.Tensor) -> None:
         shape, floating = tuple(x.shape), x.is_floating_point()
         check_input(self.config, shape, is_floating=floating, dtype=str(x.dtype), backend="torch")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        return scale(x, self.attention(x), self.config)  # broadcast over the spatial axes
+
+    def forward_residual(
+        self, x: torch.Tensor, residual: torch.Tensor, pooled: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``residual + self(x)`` with the gate multiply fused into the add (one memory pass).
+
+        What a residual block does after its attention; saves writing and re-reading ``x * s``.
+        ``pooled``: x's (N, C) spatial mean when the caller already has it (see ``attention``).
+        """
+        self._check(x)
+        return scale_add(x, self.attention(x, pooled), residual, self.config)
+
+    def __repr__(self) -> str:
+        return self.config.describe(type(self).__name__)

@@ -44,7 +44,7 @@ from torch import nn
 
 from ..family import ATTENTIONS, AttentionConfig, attention_config, init_bounds
 from ..spec import ECAConfig, _check_choice, padded_channel_index
-from ._ops import InputCheck, accumulation_dtype, full_precision, gate, pool, scale, scale_add
+from ._ops import Gated, accumulation_dtype, full_precision, gate, pool
 from .layer import ECA
 
 __all__ = [
@@ -64,7 +64,7 @@ def _as(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return w if w.dtype == dtype else w.to(dtype)
 
 
-class _ChannelAttention(InputCheck, nn.Module):
+class _ChannelAttention(Gated, nn.Module):
     """Shared body of the family: input check, pool, :meth:`mix`, gate, scale, init, repr."""
 
     def __init__(self, config: AttentionConfig) -> None:
@@ -91,24 +91,6 @@ class _ChannelAttention(InputCheck, nn.Module):
         with full_precision(x.device):
             y = pool(x, self.config, acc) if pooled is None else pooled.to(acc)
             return gate(self.mix(y, acc), self.config.gate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check(x)
-        return scale(x, self.attention(x), self.config)
-
-    def forward_residual(
-        self, x: torch.Tensor, residual: torch.Tensor, pooled: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``residual + self(x)`` with the gate multiply fused into the add (one memory pass).
-
-        What a residual block does after its attention; saves writing and re-reading ``x * s``.
-        ``pooled``: as in :meth:`attention`.
-        """
-        self._check(x)
-        return scale_add(x, self.attention(x, pooled), residual, self.config)
-
-    def __repr__(self) -> str:
-        return self.config.describe(type(self).__name__)
 
 
 class SE(_ChannelAttention):

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..spec import ECAConfig, make_config, padded_channel_index
-from ._ops import InputCheck, full_precision, gate, pool, scale, scale_add
+from ._ops import Gated, full_precision, gate, pool
 
 __all__ = ["ECA"]
 
 
-class ECA(InputCheck, nn.Module):
+class ECA(Gated, nn.Module):
     """Efficient Channel Attention: a k-tap 1-D convolution across the pooled channel vector.
 
     Args:
@@ -128,21 +128,3 @@ class ECA(InputCheck, nn.Module):
             y = pool(x, cfg, acc) if pooled is None else pooled.to(acc)  # (N, C)
             z = self._conv(y, w if w.dtype == acc else w.to(acc))
             return gate(z, cfg.gate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check(x)
-        return scale(x, self.attention(x), self.config)  # broadcast over the spatial axes
-
-    def forward_residual(
-        self, x: torch.Tensor, residual: torch.Tensor, pooled: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``residual + self(x)`` with the gate multiply fused into the add (one memory pass).
-
-        What a residual block does after its attention; saves writing and re-reading ``x * s``.
-        ``pooled``: as in :meth:`attention`.
-        """
-        self._check(x)
-        return scale_add(x, self.attention(x, pooled), residual, self.config)
-
-    def __repr__(self) -> str:
-        return self.config.describe(type(self).__name__)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import run_family_example
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flax_example.py"
 
 
@@ -19,14 +21,5 @@ def test_flax_example_runs():
 
 def test_flax_family_example_runs(capsys):
     """examples/flax_family_example.py: its asserts check every kind's parameter count."""
-    import runpy
-
-    from eca_multi import archs
-    from eca_multi.family import ATTENTIONS
-
-    runpy.run_path(str(EXAMPLE.with_name("flax_family_example.py")), run_name="__main__")
-    out = capsys.readouterr().out
-    for kind in ATTENTIONS:
-        n = archs.attention_params("eca_resnet50", kind)
-        assert f"attention={kind!r:10s} +{n:>11,} parameters" in out, out[-2000:]
+    out = run_family_example("flax_family_example.py", capsys)
     assert "eca_resnet18 with SE: loss" in out, out[-500:]

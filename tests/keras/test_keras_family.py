@@ -13,12 +13,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from common import BAD_INPUTS
+from common import BAD_INPUTS, run_family_example
 
 from eca_multi import archs, reference
 from eca_multi.conformance.generate import round_to_dtype
 from eca_multi.conformance.tolerances import compare, describe_failure
-from eca_multi.family import ATTENTIONS, NAMES, attention_config, attention_schema, init_bounds
+from eca_multi.family import NAMES, attention_config, attention_schema, init_bounds
 from eca_multi.keras import (
     ECA,
     ECANS,
@@ -419,14 +419,6 @@ if BACKEND == "tensorflow":  # collected on the default backend only: it builds 
 
     def test_family_example_runs(capsys):
         """examples/keras_family_example.py (its asserts check every kind's parameter count)."""
-        import runpy
-        from pathlib import Path
-
-        path = Path(__file__).resolve().parents[2] / "examples" / "keras_family_example.py"
-        runpy.run_path(str(path), run_name="__main__")
-        out = capsys.readouterr().out
-        for kind in ATTENTIONS:  # the example prints the formula's count for every kind
-            n = archs.attention_params("eca_resnet50", kind)
-            assert f"attention={kind!r:10s} +{n:>11,} parameters" in out, out[-2000:]
+        out = run_family_example("keras_family_example.py", capsys)
         timm_se = archs.schema("ecaresnet50t", 10, None, "se", {"rd_divisor": 8})
         assert f"layer1.0.se.fc1.weight {timm_se['layer1.0.se.fc1.weight'][0]}" in out, out[-999:]

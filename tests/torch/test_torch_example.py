@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import run_family_example
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "torch_example.py"
 
 
@@ -21,14 +23,5 @@ def test_torch_example_runs():
 
 def test_torch_family_example_runs(capsys):
     """examples/torch_family_example.py: its asserts check every kind's parameter count."""
-    import runpy
-
-    from eca_multi import archs
-    from eca_multi.family import ATTENTIONS
-
-    runpy.run_path(str(EXAMPLE.with_name("torch_family_example.py")), run_name="__main__")
-    out = capsys.readouterr().out
-    for kind in ATTENTIONS:
-        n = archs.attention_params("eca_resnet50", kind)
-        assert f"attention={kind!r:10s} +{n:>11,} parameters" in out, out[-2000:]
+    out = run_family_example("torch_family_example.py", capsys)
     assert "backward ok" in out, out[-500:]
