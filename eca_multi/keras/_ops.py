@@ -9,7 +9,6 @@ mixed and gated in float32 (float64 stays float64); the output keeps the input d
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
 from ..spec import check_input, padded_channel_index
@@ -135,8 +134,7 @@ def channel_taps(y, w, kernel_size: int, padding: str):
 
         def grad(upstream):
             dy = _taps(_padded(upstream, k, padding), ops.flip(w, axis=0), k)
-            windows = ops.stack([ypad[:, j : (j - (k - 1)) or None] for j in range(k)], axis=-1)
-            dw = ops.sum(windows * ops.expand_dims(upstream, -1), axis=(0, 1))
+            dw = ops.sum(_windows(ypad, k) * ops.expand_dims(upstream, -1), axis=(0, 1))
             return _barrier(dy), dw
 
         return _taps(ypad, w, k), grad
@@ -145,22 +143,11 @@ def channel_taps(y, w, kernel_size: int, padding: str):
 
 
 def channel_windows(y, kernel_size: int, padding: str, channels: int | None = None):
-    """(N, C) -> (N, C, k): each channel's k padded neighbours, gathered in one op.
+    """(N, C) -> (N, C, k): window i holds padded positions i .. i + k - 1 (pad (k - 1) // 2 each
+    side, zeros or circular as :func:`_padded`; ``channels`` as there)."""
+    return _windows(_padded(y, kernel_size, padding, channels), kernel_size)
 
-    Window i covers padded positions i .. i + k - 1 (pad (k - 1) // 2 each side); ``"zeros"``
-    gathers them from the zero-padded vector, ``"circular"`` from y itself with channel indices
-    modulo C (:func:`eca_multi.spec.padded_channel_index`, so k > C works). ``channels`` defaults
-    to y's static channel count; if that is unknown (a traced TF graph), indices are built in-graph.
-    """
-    k, p = kernel_size, (kernel_size - 1) // 2
-    c = channels if channels is not None else y.shape[1]
-    if c is None:
-        c = ops.shape(y)[1]
-        window = ops.arange(c)[:, None] + ops.arange(k)[None, :]
-        circular = (window - p) % c
-    else:
-        window = np.arange(c)[:, None] + np.arange(k)[None, :]
-        circular = padded_channel_index(c, k)[window]
-    if padding == "circular":
-        return ops.take(y, circular, axis=1)
-    return ops.take(ops.pad(y, [[0, 0], [p, p]]), window, axis=1)
+
+def _windows(ypad, k: int):
+    """The k shifted views of the padded (N, C + k - 1) vector, stacked: (N, C, k)."""
+    return ops.stack([ypad[:, j : (j - (k - 1)) or None] for j in range(k)], axis=-1)
