@@ -16,8 +16,9 @@ names are torch ``state_dict`` keys (the official code's, or timm's).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .family import ATTENTIONS, AttentionConfig, attention_config, attention_schema, param_count
 from .spec import ECAConfig
@@ -29,6 +30,11 @@ __all__ = [
     "AttentionArgs",
     "attention_params",
     "block_attention",
+    "branch_end_bns",
+    "default_kernel_sizes",
+    "head_name",
+    "kernel_sizes_from_kernels",
+    "num_classes_from_state",
     "resolve_attention",
     "BlockPlan",
     "InvertedResidualPlan",
@@ -60,9 +66,29 @@ class ResNetArch:
     eca_attr: str = "eca"  # "eca" (official) or "se" (timm)
     num_classes: int = 1000
 
+    kind: ClassVar[str] = "resnet"  # which builder of each backend's models.py walks it
+    head: ClassVar[str] = "fc"  # the classifier's module path
+    kernel_slots: ClassVar[str] = "per stage"  # one k per stage: a tuple
+
     @property
     def expansion(self) -> int:
         return 4 if self.block == "bottleneck" else 1
+
+    def blocks(self, kernel_sizes=None, attention="eca", attention_kwargs=None) -> list[BlockPlan]:
+        """The residual blocks in order (:func:`resnet_blocks`)."""
+        return resnet_blocks(self, kernel_sizes, attention, attention_kwargs)
+
+    def pack_kernel_sizes(self, per_slot: Mapping[int, int]) -> tuple[int, ...]:
+        """{stage index: k} -> the per-stage tuple builders take."""
+        return tuple(int(per_slot[i]) for i in range(len(self.layers)))
+
+    def layers_text(self) -> str:
+        return f"{self.block} {'-'.join(map(str, self.layers))}, {self.stem} stem"
+
+    def kernel_rule_text(self) -> str:
+        rule = "published" if self.kernel_sizes is not None else "timm rule, min 3"
+        ks = ",".join(map(str, self.pack_kernel_sizes({b.slot: b.k for b in self.blocks()})))
+        return f"{ks} per stage ({rule})"
 
 
 @dataclass(frozen=True)
@@ -87,6 +113,25 @@ class MobileNetV2Arch:
     last_channel: int = 1280
     dropout: float = 0.25
     num_classes: int = 1000
+
+    kind: ClassVar[str] = "mobilenet_v2"
+    head: ClassVar[str] = "classifier.1"
+    kernel_slots: ClassVar[str] = "per block"  # one k per inverted residual: {index: k}
+
+    def blocks(
+        self, kernel_sizes=None, attention="eca", attention_kwargs=None
+    ) -> list[InvertedResidualPlan]:
+        """The inverted residuals in order (:func:`mobilenet_v2_blocks`)."""
+        return mobilenet_v2_blocks(self, kernel_sizes, attention, attention_kwargs)
+
+    def pack_kernel_sizes(self, per_slot: Mapping[int, int]) -> dict[int, int]:
+        return {int(i): int(k) for i, k in sorted(per_slot.items())}
+
+    def layers_text(self) -> str:
+        return f"inverted residuals x{len(self.blocks())}"
+
+    def kernel_rule_text(self) -> str:
+        return f"k={self.small_k} if out channels <= {self.k_threshold} else k={self.large_k} (k13)"
 
 
 _OFF, _TIMM = "official", "timm"
@@ -220,6 +265,21 @@ class BlockPlan:
         return block_attention(
             self.attention, self.outplanes, self.k, self.attention_args, data_format
         )
+
+    @property
+    def attention_prefix(self) -> str:
+        """The attention module's path (``layer1.0.eca``; timm: ``layer1.0.se``)."""
+        return f"{self.prefix}.{self.eca_attr}"
+
+    @property
+    def slot(self) -> int:
+        """Where the block's k sits in the architecture's kernel sizes: its stage (0-based)."""
+        return int(self.prefix.split(".")[0].removeprefix("layer")) - 1
+
+    @property
+    def branch_end_bn(self) -> str:
+        """The BatchNorm that ends the residual branch (before the attention and the add)."""
+        return block_convs(self)[-1][1]
 
 
 def stem_plan(arch: ResNetArch) -> tuple[list[tuple[str, ConvPlan | str]], int]:
@@ -394,8 +454,18 @@ class InvertedResidualPlan:
         return out
 
     @property
-    def eca_prefix(self) -> str:
+    def attention_prefix(self) -> str:
+        """The attention module's path: last in ``features.I.conv``."""
         return f"features.{self.index}.conv.{4 if self.expand != 1 else 3}"
+
+    @property
+    def slot(self) -> int:
+        """Where the block's k sits in the architecture's kernel sizes: its index."""
+        return self.index
+
+    @property
+    def branch_end_bn(self) -> str:
+        return self.convs()[-1][1]
 
 
 def mobilenet_v2_blocks(
@@ -459,7 +529,7 @@ def schema(
             for conv, bn, _ in b.convs():
                 _conv(s, conv)
                 _bn(s, bn, conv.cout)
-            _attention(s, b, f"{b.eca_prefix}.")
+            _attention(s, b, f"{b.attention_prefix}.")
         last = len(blocks) + 1
         _conv(s, ConvPlan(f"features.{last}.0", blocks[-1].oup, arch.last_channel, 1))
         _bn(s, f"features.{last}.1", arch.last_channel)
@@ -504,13 +574,36 @@ def attention_params(
     A model built with ``attention`` has exactly this many parameters more than the same model
     built with ``attention=None``.
     """
-    arch = get_arch(name)
-    if isinstance(arch, MobileNetV2Arch):
-        blocks = mobilenet_v2_blocks(arch, kernel_sizes, attention, attention_kwargs)
-    else:
-        blocks = resnet_blocks(arch, kernel_sizes, attention, attention_kwargs)
+    blocks = get_arch(name).blocks(kernel_sizes, attention, attention_kwargs)
     cfgs = [b.attention_config() for b in blocks]
     return sum(param_count(c) for c in cfgs if c is not None)
+
+
+def default_kernel_sizes(name: str, kernel_sizes=None) -> tuple[int, ...] | dict[int, int]:
+    """The kernel sizes ``name`` is built with: its own (published, "k13" or timm's rule), or
+    ``kernel_sizes`` completed into the architecture's shape (per stage or {block index: k})."""
+    arch = get_arch(name)
+    return arch.pack_kernel_sizes({b.slot: b.k for b in arch.blocks(kernel_sizes)})
+
+
+def kernel_sizes_from_kernels(name: str, kernels: Mapping[str, int]):
+    """Kernel sizes from {attention module path: k}, e.g. read from a file's kernel shapes.
+
+    Raises:
+        ValueError: a block's kernel is missing, or a stage mixes kernel sizes.
+    """
+    arch = get_arch(name)
+    per_slot: dict[int, set[int]] = {}
+    for b in arch.blocks():
+        if b.attention_prefix not in kernels:
+            raise ValueError(
+                f"{name}: checkpoint has no ECA weight {b.attention_prefix}.conv.weight"
+            )
+        per_slot.setdefault(b.slot, set()).add(int(kernels[b.attention_prefix]))
+    for slot, ks in per_slot.items():
+        if len(ks) != 1:
+            raise ValueError(f"{name}: stage {slot + 1} mixes ECA kernel sizes {sorted(ks)}")
+    return arch.pack_kernel_sizes({slot: next(iter(ks)) for slot, ks in per_slot.items()})
 
 
 def kernel_sizes_from_state(name: str, state) -> tuple[int, ...] | dict[int, int]:
@@ -519,22 +612,25 @@ def kernel_sizes_from_state(name: str, state) -> tuple[int, ...] | dict[int, int
     Returns per-stage k for ResNets (all blocks of a stage must agree) or {block index: k} for
     MobileNetV2. Raises ValueError naming the offending keys.
     """
-    arch = get_arch(name)
-    if isinstance(arch, MobileNetV2Arch):
-        out = {}
-        for b in mobilenet_v2_blocks(arch):
-            key = f"{b.eca_prefix}.conv.weight"
-            if key not in state:
-                raise ValueError(f"{name}: checkpoint has no ECA weight {key}")
-            out[b.index] = int(state[key].shape[-1])
-        return out
-    per_stage: dict[int, set[int]] = {}
-    for b in resnet_blocks(arch):
-        key = f"{b.prefix}.{b.eca_attr}.conv.weight"
-        if key not in state:
-            raise ValueError(f"{name}: checkpoint has no ECA weight {key}")
-        per_stage.setdefault(int(b.prefix[5]) - 1, set()).add(int(state[key].shape[-1]))
-    for stage, ks in per_stage.items():
-        if len(ks) != 1:
-            raise ValueError(f"{name}: stage {stage + 1} mixes ECA kernel sizes {sorted(ks)}")
-    return tuple(next(iter(per_stage[i])) for i in range(len(per_stage)))
+    kernels = {}
+    for b in get_arch(name).blocks():
+        key = f"{b.attention_prefix}.conv.weight"
+        if key in state:
+            kernels[b.attention_prefix] = int(state[key].shape[-1])  # torch layout (1, 1, k)
+    return kernel_sizes_from_kernels(name, kernels)
+
+
+def branch_end_bns(name: str) -> set[str]:
+    """The BatchNorms that end a residual branch (before the attention and the add)."""
+    return {b.branch_end_bn for b in get_arch(name).blocks()}
+
+
+def head_name(name: str) -> str:
+    """The classifier's module path (``fc``; MobileNetV2: ``classifier.1``)."""
+    return get_arch(name).head
+
+
+def num_classes_from_state(name: str, state: Mapping[str, Any]) -> int | None:
+    """The classifier width of a canonical state (None: it has no classifier weight)."""
+    key = f"{head_name(name)}.weight"
+    return int(state[key].shape[0]) if key in state else None

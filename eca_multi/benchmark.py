@@ -17,16 +17,15 @@ Each ``_bench`` module provides ``run(opts: dict) -> list[dict]`` returning rows
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from .registry import GROUPS, Group, resolve
 
 __all__ = [
     "BENCH_GROUPS",
@@ -62,39 +61,16 @@ TARGETS = {
 }
 
 
-@dataclass(frozen=True)
-class BenchGroup:
-    """One benchmark subprocess: a backend's ``_bench`` module and its environment."""
-
-    name: str
-    module: str
-    env: dict[str, str] = field(default_factory=dict)
+BENCH_GROUPS: tuple[Group, ...] = GROUPS  # the one registry of process groups
 
 
-BENCH_GROUPS: tuple[BenchGroup, ...] = (
-    BenchGroup("torch", "eca_multi.torch._bench"),
-    BenchGroup("keras-tensorflow", "eca_multi.keras._bench", {"KERAS_BACKEND": "tensorflow"}),
-    BenchGroup("keras-jax", "eca_multi.keras._bench", {"KERAS_BACKEND": "jax"}),
-    BenchGroup("keras-torch", "eca_multi.keras._bench", {"KERAS_BACKEND": "torch"}),
-    BenchGroup("flax", "eca_multi.flax._bench"),
-)
-_BY_NAME = {g.name: g for g in BENCH_GROUPS}
-
-
-def resolve_groups(names: str | None) -> list[BenchGroup]:
+def resolve_groups(names: str | None) -> list[Group]:
     """Groups by comma-separated name; None or "all" = every group.
 
     Raises:
         ValueError: an unknown name (the message lists the known ones).
     """
-    if names is None or names == "all":
-        return list(BENCH_GROUPS)
-    out = []
-    for n in (n.strip() for n in names.split(",") if n.strip()):
-        if n not in _BY_NAME:
-            raise ValueError(f"unknown bench backend {n!r}; known: {', '.join(_BY_NAME)}")
-        out.append(_BY_NAME[n])
-    return out
+    return resolve(names, "bench backend")
 
 
 def shape_id(shape) -> str:
@@ -163,11 +139,12 @@ def paired(
 
 
 def run_bench(
-    groups: list[BenchGroup],
+    groups: list[Group],
     *,
     quick: bool = False,
     reps: int | None = None,
     models: bool = True,
+    layers: bool = True,
     jobs: int = 1,
     timeout: float = 3600,
     log=print,
@@ -179,14 +156,14 @@ def run_bench(
     """
     from .conformance.runner import run_json_worker  # the conformance runner's subprocess helper
 
-    opts = {"quick": quick, "reps": reps, "models": models}
+    opts = {"quick": quick, "reps": reps, "models": models, "layers": layers}
 
-    def one(g: BenchGroup):
+    def one(g: Group):
         log(f"bench: {g.name} ...", flush=True)
         t0 = time.perf_counter()
-        args = ["worker", g.module, "--opts", json.dumps(opts)]
+        args = ["bench", "--group", g.name, "--opts", json.dumps(opts)]
         env = {**g.env, "ECA_BENCH_QUICK": "1"} if quick else g.env
-        data, tail = run_json_worker("eca_multi.benchmark", args, env, timeout)
+        data, tail = run_json_worker("eca_multi.worker", args, env, timeout)
         log(
             f"bench: {g.name} {'failed' if data is None else 'done'} in "
             f"{time.perf_counter() - t0:.0f} s",
@@ -210,18 +187,6 @@ def run_bench(
         rows += data["rows"]
         envs[g.name] = data.get("env", {})
     return {"rows": rows, "errors": errors, "env": envs, "quick": quick}
-
-
-def _worker(module: str, opts: dict, out: str) -> int:
-    import importlib
-    import platform
-
-    mod = importlib.import_module(module)
-    rows = mod.run(opts)
-    env = {**mod.environment(), "python": platform.python_version()}
-    with open(out, "w") as f:
-        json.dump({"rows": rows, "env": env}, f, indent=1)
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,19 +308,3 @@ def write_results(data: dict, out_dir: Path, *, png: bool = True) -> list[Path]:
             plot(data["rows"], Path(tmp))  # format="png" inside: the temp name ends in .tmp
         written.append(target)
     return written
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eca_multi.benchmark")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    w = sub.add_parser("worker", help="run one backend's benchmark (used by the driver)")
-    w.add_argument("module")
-    w.add_argument("--opts", default="{}")
-    w.add_argument("--json", required=True)
-    a = p.parse_args(argv)
-    return _worker(a.module, json.loads(a.opts), a.json)
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())

@@ -133,7 +133,14 @@ def _bench(a: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"eca-multi bench: {e}", file=sys.stderr)
         return 2
-    data = run_bench(groups, quick=a.quick, reps=a.reps, models=not a.no_models, jobs=a.jobs)
+    data = run_bench(
+        groups,
+        quick=a.quick,
+        reps=a.reps,
+        models=not a.no_models,
+        layers=not a.no_layers,
+        jobs=a.jobs,
+    )
     print(format_table(data["rows"]))
     for path in write_results(data, a.out, png=not a.no_plot):
         print(f"written: {path}")
@@ -202,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run, not a timing)")
     b.add_argument("--reps", type=int, default=None, help="A/B pairs per cell (default 7; quick 3)")
     b.add_argument("--no-models", action="store_true", help="layer rows only")
+    b.add_argument("--no-layers", action="store_true", help="model rows only")
     b.add_argument("--no-plot", action="store_true", help="no PNG (no matplotlib needed)")
     b.add_argument("--jobs", type=int, default=1, help="backends at once (>1 only for --quick)")
     b.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")

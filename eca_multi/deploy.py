@@ -8,10 +8,10 @@ at, and returns one row per (path, model)::
 
     {"group", "path", "model", "ran", "max_abs_err", "tolerance", "ok", "reason", "seconds"}
 
-This module is framework-free: it names the backend modules by string, runs each group in its own
-interpreter (one per Keras backend: Keras picks its backend at import) through
-:func:`eca_multi.conformance.runner.run_json_worker`, checks that every expected row came back
-and prints the table (``eca-multi export``). Checks:
+This module is framework-free: it takes the groups from :data:`eca_multi.registry.GROUPS`, runs
+each in its own interpreter (one per Keras backend: Keras picks its backend at import) through
+the one worker entry (``python -m eca_multi.worker deploy``), checks that every expected row came
+back and prints the table (``eca-multi export``). Checks:
 
 * the layer (C = 64, k = 3) against the float64 reference (:mod:`eca_multi.reference`) under the
   conformance table's float32 forward tolerance (2e-6 abs + 2e-6 rel);
@@ -20,20 +20,12 @@ and prints the table (``eca-multi export``). Checks:
 
 A path that cannot run on this stack is a row with ``ran = False`` and the measured error as its
 reason; it passes only when that error is the documented one (``documented=`` in :func:`check`).
-
-Worker use (one group)::
-
-    python -m eca_multi.deploy --module eca_multi.torch.deploy --json out.json
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
 import re
-import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .conformance.backends import Backend
+from .registry import GROUPS, Group, resolve
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -61,40 +53,17 @@ __all__ = [
 LOGIT_ATOL = 1e-4  # max abs logit difference of an exported model vs its eager model
 DEFAULT_MODELS = ("layer", "eca_resnet50")
 
-_T, _K, _F = "eca_multi.torch.deploy", "eca_multi.keras.deploy", "eca_multi.flax.deploy"
-GROUPS: tuple[Backend, ...] = (
-    Backend("torch", _T, "", "torch"),
-    Backend("keras-tensorflow", _K, "", "keras-tensorflow", {"KERAS_BACKEND": "tensorflow"}),
-    Backend("keras-jax", _K, "", "keras-jax", {"KERAS_BACKEND": "jax"}),
-    Backend("keras-torch", _K, "", "keras-torch", {"KERAS_BACKEND": "torch"}),
-    Backend("flax", _F, "", "flax"),
-)
-
 # the paths each group must report (per model); a path missing from a worker's rows fails
-EXPECTED: dict[str, tuple[str, ...]] = {
-    "torch": ("torch.export", "torchscript.trace", "torchscript.script", "onnx.dynamo+ort"),
-    "keras-tensorflow": (".keras", "saved_model", "litert"),
-    "keras-jax": (".keras", "saved_model(jax2tf)"),
-    "keras-torch": (".keras",),
-    "flax": ("jax.export",),
-}
+EXPECTED: dict[str, tuple[str, ...]] = {g.name: g.export_paths for g in GROUPS}
 
 
-def resolve_groups(names: str | Sequence[str] | None) -> list[Backend]:
+def resolve_groups(names: str | Sequence[str] | None) -> list[Group]:
     """Groups by name (comma-separated or a list); None or "all" = every group.
 
     Raises:
         ValueError: an unknown name (the message lists the known ones).
     """
-    by = {g.name: g for g in GROUPS}
-    if names is None or names == "all":
-        return list(GROUPS)
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    bad = [n for n in names if n not in by]
-    if bad:
-        raise ValueError(f"unknown export group(s) {', '.join(bad)}; known: {', '.join(by)}")
-    return [by[n] for n in names]
+    return resolve(names, "export group")
 
 
 def _models(models: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -184,11 +153,7 @@ def random_batchnorm_state(
     """
     from . import archs
 
-    arch = archs.get_arch(name)
-    if isinstance(arch, archs.MobileNetV2Arch):
-        last = {b.convs()[-1][1] for b in archs.mobilenet_v2_blocks(arch)}
-    else:
-        last = {archs.block_convs(b)[-1][1] for b in archs.resnet_blocks(arch)}
+    last = archs.branch_end_bns(name)
     rng = np.random.default_rng(seed)
     out = dict(state)
     for key, v in state.items():
@@ -281,12 +246,12 @@ def model_inputs(data_format: str, seed: int = 1) -> tuple[np.ndarray, np.ndarra
 # the driver
 
 
-def run_group(group: Backend, models: Sequence[str], timeout: float = 1800) -> dict:
+def run_group(group: Group, models: Sequence[str], timeout: float = 1800) -> dict:
     """One group's rows from a fresh interpreter; missing rows become failed rows."""
     from .conformance.runner import run_json_worker
 
-    args = ["--module", group.module, "--models", ",".join(models)]
-    data, msg = run_json_worker("eca_multi.deploy", args, group.env, timeout)
+    args = ["deploy", "--group", group.name, "--opts", json.dumps({"models": list(models)})]
+    data, msg = run_json_worker("eca_multi.worker", args, group.env, timeout)
     rows = [] if data is None else data["rows"]
     for r in rows:
         r["group"] = group.name
@@ -306,7 +271,7 @@ def run_group(group: Backend, models: Sequence[str], timeout: float = 1800) -> d
 
 
 def run_export_matrix(
-    groups: Iterable[Backend] | None = None,
+    groups: Iterable[Group] | None = None,
     models: str | Sequence[str] | None = None,
     jobs: int = 2,
 ) -> dict:
@@ -355,25 +320,3 @@ def summarize(rows: Sequence[dict]) -> tuple[bool, str]:
     documented = sum(not r["ran"] and r["ok"] for r in rows)
     failed = sum(not r["ok"] for r in rows)
     return failed == 0, f"{ran} passed, {failed} failed ({documented} not run, reason documented)"
-
-
-# ---------------------------------------------------------------------------------------------
-# the worker
-
-
-def _worker(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eca_multi.deploy")
-    p.add_argument("--module", required=True, help="a backend's deploy module")
-    p.add_argument("--models", default=",".join(DEFAULT_MODELS))
-    p.add_argument("--json", required=True)
-    a = p.parse_args(argv)
-    mod = importlib.import_module(a.module)
-    with tempfile.TemporaryDirectory(prefix="eca-deploy-") as tmp:
-        rows = mod.run_export_matrix(_models(a.models), workdir=tmp)
-    with open(a.json, "w") as f:
-        json.dump({"rows": rows, "env": mod.versions()}, f, indent=1, default=str)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_worker())

@@ -4,14 +4,19 @@
                   verify=True)
     print(report)  # source format, tensors, kernel sizes, max abs logit difference, top-5
 
-The source is read by :func:`eca_multi.weights.sources.read_source` (format detected by content,
-strict key / shape / kernel-size checks, pickled code never executed). Targets:
+The source is read by :func:`read_source` (format detected by content, strict key / shape /
+kernel-size checks, pickled code never executed). Targets:
 
 * ``canonical``: safetensors (or ``.npz``) in torch names and layouts, with source metadata;
 * ``torch``: official architectures -> ``.pth`` state_dict (or the official ``.pth.tar`` layout
   when the name ends so); timm architectures -> ``model.safetensors`` (what timm loads);
-* ``keras``: ``.weights.h5`` or ``.keras`` (:func:`eca_multi.keras.models.save_weights_file`);
-* ``flax``: our msgpack export (:func:`eca_multi.flax.models.save_weights_file`).
+* ``keras``: ``.weights.h5`` or ``.keras`` (:func:`eca_multi.keras.io.save_weights_file`);
+* ``flax``: our msgpack export (:func:`eca_multi.flax.io.save_weights_file`).
+
+Every framework step goes through the target's ``eca_multi.<framework>.io`` module (the
+:class:`eca_multi.registry.BackendIO` contract), found by module path in
+:data:`eca_multi.registry.BACKENDS`: this module never branches on a framework's name, and a
+backend whose folder is deleted is reported as not installed.
 
 Outputs are written to a temp file and renamed; an existing file is replaced only with
 ``force=True``. ``verify=True`` loads the *written file* back into its framework, runs it and the
@@ -23,30 +28,29 @@ No framework is imported at module import; each step imports the one it needs.
 
 from __future__ import annotations
 
-import io
+import importlib
 import os
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from . import archs
-from .weights.io import atomic_write_bytes, save_file
-from .weights.sources import (
-    arch_kernel_sizes,
-    detect_format,
-    framework_of,
-    import_torch_first,
-    read_source,
-)
+from .registry import BACKENDS, CANONICAL_CONTAINERS, READERS, BackendNotInstalled, framework_of
+from .weights.io import save_file
+from .weights.sources import finish_source, read_container, sniff
 
 __all__ = [
     "TARGETS",
     "PortReport",
+    "backend_io",
+    "detect_format",
+    "read_source",
     "VerificationError",
     "VerifyResult",
     "load_model",
@@ -57,7 +61,7 @@ __all__ = [
     "verify_models",
 ]
 
-TARGETS = ("canonical", "torch", "keras", "flax")
+TARGETS = ("canonical", *BACKENDS)  # canonical, torch, keras, flax
 TOLERANCE = 1e-4  # max abs logit difference (float32 through ~150 layers: measured <= 2e-5)
 PROGRESS_MIN_TENSORS = 50  # show a progress bar from this many tensors on
 
@@ -205,39 +209,92 @@ class _Tracked(Mapping):
 
 
 # ---------------------------------------------------------------------------------------------
-# frameworks
+# backends and sources
 
 
-def _build(framework: str, arch: str, num_classes: int, kernel_sizes: Any):
-    """A fresh model of ``arch`` in ``framework`` with the given classes and kernel sizes."""
-    if framework == "torch":
-        from .torch.models import create_model
+def backend_io(framework: str) -> ModuleType:
+    """The ``io`` module of a backend (:class:`eca_multi.registry.BackendIO`), by module path.
 
-        return create_model(arch, num_classes, kernel_sizes)
-    if framework == "keras":
-        import_torch_first()
-        from .keras.models import create_model
+    Raises:
+        BackendNotInstalled: the backend's folder or its framework is missing.
+    """
+    try:
+        backend = BACKENDS[framework]
+    except KeyError:
+        raise ValueError(f"unknown backend {framework!r}; known: {', '.join(BACKENDS)}") from None
+    for name in backend.preload:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # the order only matters when both frameworks are present
+    try:
+        return importlib.import_module(backend.io)
+    except ImportError as e:
+        raise BackendNotInstalled(
+            f"the {framework} backend is not installed ({backend.io}: {e}); "
+            f"pip install 'eca-multi[{framework}]'"
+        ) from e
 
-        return create_model(arch, num_classes, kernel_sizes)
-    from .flax.models import create_model
 
-    return create_model(arch, num_classes, kernel_sizes)
+def detect_format(path: str | os.PathLike) -> str:
+    """The source format of a weight file by its content (see :data:`eca_multi.registry.FORMATS`).
+
+    The container is recognised from its bytes without a framework; its backend's io names the
+    format (torch files are opened with ``weights_only=True`` to tell an official checkpoint from
+    a bare state_dict).
+
+    Raises:
+        FileNotFoundError: no such file.
+        SourceError: empty, truncated, corrupt, unsafe or of an unknown kind.
+    """
+    container = sniff(path)
+    if container in CANONICAL_CONTAINERS:
+        return container
+    return backend_io(READERS[container]).detect_format(path, container)
 
 
-def _load_canonical(framework: str, model: Any, state: Mapping[str, Any], arch: str) -> None:
-    if framework == "torch":
-        from .torch.models import load_canonical_model
-    elif framework == "keras":
-        from .keras.models import load_canonical_model
+def read_source(
+    path: str | os.PathLike,
+    arch: str,
+    *,
+    strict: bool = True,
+    kernel_sizes: Any = None,
+    num_classes: int | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read any supported weight file as canonical weights of ``arch``, checked strictly.
+
+    Args:
+        path: the weight file (format detected by content).
+        arch: architecture name of :data:`eca_multi.archs.ARCHS`.
+        strict: fail on missing or unexpected keys (shapes are always checked).
+        kernel_sizes: None (the architecture's), explicit sizes, or ``"checkpoint"`` to accept
+            whatever the weights hold.
+        num_classes: classifier width; default read from the checkpoint.
+
+    Returns:
+        (canonical state in schema order, info) where info holds "format", "framework",
+        "kernel_sizes", "num_classes", "path" and format metadata (official: epoch, arch,
+        best_prec1; safetensors: metadata).
+
+    Raises:
+        FileNotFoundError, SourceError (unreadable / unsafe), ValueError (kernel sizes),
+        WeightMismatchError (every missing / unexpected / mis-shaped key at once).
+    """
+    archs.get_arch(arch)
+    container = sniff(path)
+    if container in CANONICAL_CONTAINERS:
+        state, info = read_container(path, container)
     else:
-        from .flax.models import load_canonical_model
-    load_canonical_model(model, state, name=arch, strict=True)
+        io = backend_io(READERS[container])
+        state, info = io.read_file(path, container, arch, num_classes)
+    return finish_source(path, arch, state, info, kernel_sizes, num_classes, strict)
 
 
 def model_from_state(framework: str, arch: str, state: Mapping[str, Any], info: Mapping) -> Any:
     """Build ``arch`` in ``framework`` and load canonical ``state`` into it (strict)."""
-    model = _build(framework, arch, info["num_classes"], info["kernel_sizes"])
-    _load_canonical(framework, model, state, arch)
+    io = backend_io(framework)
+    model = io.create_model(arch, info["num_classes"], info["kernel_sizes"])
+    io.load_canonical_model(model, state, name=arch, strict=True)
     return model
 
 
@@ -250,45 +307,26 @@ def load_model(
 ):
     """Load any supported weight file as a model of its own framework, the way a user would.
 
-    Keras and Flax files load through their framework's ``load_weights_file``; torch, canonical
-    and timm files build the torch model (ours, or timm's) and ``load_state_dict``. Kernel sizes
-    default to the file's; ``num_classes`` to the file's where the format records it.
+    Each framework's own files load through its io's ``load_file`` (Keras: ``load_weights_file``,
+    Flax: our export, torch: the pickle into our model or timm's); canonical files build the
+    torch model and ``load_state_dict``. Kernel sizes default to the file's; ``num_classes`` to
+    the file's where the format records it.
 
     Returns:
         (framework name, model).
     """
     fmt = detect_format(path)
-    if fmt in ("keras-weights", "keras-archive"):
-        import_torch_first()
-        from .keras.models import load_weights_file
-
-        return "keras", load_weights_file(path, arch, num_classes)  # kernel sizes: the file's
-    if fmt == "flax":
-        from .flax.models import load_weights_file
-
-        return "flax", load_weights_file(path, arch, num_classes, kernel_sizes="checkpoint")
-    state, info = read_source(path, arch, kernel_sizes=kernel_sizes, num_classes=num_classes)
-    return framework_of(fmt), model_from_state("torch", arch, state, info)
+    framework = framework_of(fmt)
+    if fmt in CANONICAL_CONTAINERS:
+        state, info = read_source(path, arch, kernel_sizes=kernel_sizes, num_classes=num_classes)
+        return framework, model_from_state(framework, arch, state, info)
+    model = backend_io(framework).load_file(path, fmt, arch, num_classes, kernel_sizes)
+    return framework, model
 
 
 def _logits(framework: str, model: Any, x_nchw: np.ndarray) -> np.ndarray:
     """Eval-mode logits of a model for an NCHW float32 batch, as float64 NumPy."""
-    if framework == "torch":
-        import torch
-
-        model.eval()
-        with torch.no_grad():
-            return model(torch.from_numpy(x_nchw)).double().numpy()
-    if framework == "keras":
-        from keras import ops
-
-        channels_first = tuple(model.inputs[0].shape)[1] == 3  # the model's data_format
-        x = x_nchw if channels_first else np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
-        return np.asarray(ops.convert_to_numpy(model(x, training=False)), np.float64)
-    import jax.numpy as jnp
-
-    model.eval()  # NNX BatchNorm: running averages (use_running_average=True)
-    return np.asarray(model(jnp.asarray(x_nchw.transpose(0, 2, 3, 1))), np.float64)  # NHWC
+    return backend_io(framework).logits(model, x_nchw)
 
 
 def verify_models(
@@ -320,63 +358,24 @@ def verify_models(
 
 
 def _default_name(to: str, arch: str) -> str:
-    if to == "torch":
-        return "model.safetensors" if archs.get_arch(arch).family == "timm" else f"{arch}.pth"
-    return {
-        "canonical": f"{arch}.safetensors",
-        "keras": f"{arch}.weights.h5",
-        "flax": f"{arch}.msgpack",
-    }[to]
-
-
-def _torch_bytes(state: Mapping[str, Any], out: Path, arch: str, info: Mapping) -> bytes:
-    import torch
-
-    tensors = {k: torch.from_numpy(np.asarray(state[k], order="C")) for k in state}
-    if out.name.endswith(".safetensors"):  # timm's model.safetensors: a plain state_dict
-        from safetensors.torch import save
-
-        return save(tensors, metadata={"format": "pt", "source": info["format"], "arch": arch})
-    obj: Any = tensors
-    if out.name.endswith(".pth.tar"):  # the official ECA-Net layout (DataParallel keys)
-        obj = {
-            "epoch": info.get("epoch", 0),
-            "arch": arch,
-            "state_dict": {f"module.{k}": v for k, v in tensors.items()},
-            "best_prec1": info.get("best_prec1", 0.0),
-            "optimizer": None,
-        }  # no optimizer state survives a port
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
+    return f"{arch}.safetensors" if to == "canonical" else backend_io(to).default_name(arch)
 
 
 def _write(
     to: str, state: Mapping[str, Any], out: Path, arch: str, info: Mapping, force: bool
 ) -> None:
-    meta = {
-        "source": info["format"],
-        "source_file": Path(info["path"]).name,
-        "arch": arch,
-        "kernel_sizes": _ks_text(info["kernel_sizes"]),
-    }
-    if to == "canonical":
+    if to == "canonical":  # framework-free
         if not out.name.endswith((".safetensors", ".npz")):
             raise ValueError(f"{out}: canonical output must end with .safetensors or .npz")
+        meta = {
+            "source": info["format"],
+            "source_file": Path(info["path"]).name,
+            "arch": arch,
+            "kernel_sizes": _ks_text(info["kernel_sizes"]),
+        }
         save_file(out, state, meta, overwrite=force)
-    elif to == "torch":
-        if not out.name.endswith((".pth", ".pth.tar", ".pt", ".bin", ".safetensors")):
-            raise ValueError(
-                f"{out}: torch output must end with .pth, .pth.tar, .pt, .bin or .safetensors"
-            )
-        atomic_write_bytes(out, _torch_bytes(state, out, arch, info), overwrite=force)
     else:
-        model = model_from_state(to, arch, state, info)
-        if to == "keras":
-            from .keras.models import save_weights_file
-        else:
-            from .flax.models import save_weights_file
-        save_weights_file(model, out, overwrite=force)  # temp file + os.replace in both
+        backend_io(to).write_file(state, out, arch, info, overwrite=force)
 
 
 def port(
@@ -464,9 +463,7 @@ def port(
 
 
 def _source_model(src: str | os.PathLike, arch: str, state: Mapping, info: Mapping) -> Any:
-    """The source as a model of its own framework (Keras / Flax files load through their own)."""
-    if info["framework"] == "torch":
-        return model_from_state("torch", arch, state, info)
+    """The source as a model of its own framework, loaded the way its users load it."""
     return load_model(src, arch, num_classes=info["num_classes"])[1]
 
 
@@ -484,7 +481,7 @@ def parse_kernel_sizes(text: str | None, arch: str) -> Any:
         raise ValueError(
             f"--kernel-sizes must be 'checkpoint' or comma-separated integers, got {text!r}"
         ) from None
-    want = arch_kernel_sizes(arch)
+    want = archs.default_kernel_sizes(arch)
     if len(ks) != len(want):
         raise ValueError(f"{arch} takes {len(want)} kernel sizes, got {len(ks)}: {text}")
     return dict(zip(sorted(want), ks, strict=True)) if isinstance(want, Mapping) else ks
@@ -504,17 +501,8 @@ def models_table() -> str:
     """The architectures, their family, ECA kernel sizes and parameter counts, as text."""
     rows = [("name", "family", "layers", "ECA kernel sizes", "params")]
     for name, arch in archs.ARCHS.items():
-        if isinstance(arch, archs.MobileNetV2Arch):
-            layers = "inverted residuals x17"
-            ks = (
-                f"k={arch.small_k} if out channels <= {arch.k_threshold} else "
-                f"k={arch.large_k} (k13)"
-            )
-        else:
-            layers = f"{arch.block} {'-'.join(map(str, arch.layers))}, {arch.stem} stem"
-            rule = "published" if arch.kernel_sizes is not None else "timm rule, min 3"
-            ks = f"{_ks_text(arch_kernel_sizes(name))} per stage ({rule})"
-        rows.append((name, arch.family, layers, ks, f"{_param_count(name):,}"))
+        ks = arch.kernel_rule_text()
+        rows.append((name, arch.family, arch.layers_text(), ks, f"{_param_count(name):,}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + f"  {{:>{widths[-1]}}}"
     return "\n".join(fmt.format(*r) for r in rows)

@@ -15,7 +15,8 @@ import numpy as np
 from eca_multi import archs
 from eca_multi.family import ATTENTIONS
 from eca_multi.keras import export_canonical, make_attention
-from eca_multi.keras.models import create_model, export_canonical_model
+from eca_multi.keras.io import export_canonical_model
+from eca_multi.keras.models import create_model
 
 
 def main() -> None:

@@ -110,7 +110,7 @@ def read_through_source_file(name: str, state: dict) -> dict:
     import torch
 
     from eca_multi import archs
-    from eca_multi.weights.sources import read_source
+    from eca_multi.port import read_source
 
     tensors = {k: torch.from_numpy(np.asarray(v, order="C")) for k, v in state.items()}
     folder = tempfile.mkdtemp(prefix="source-")

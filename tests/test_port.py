@@ -18,14 +18,17 @@ torch = require_backend("torch")
 
 from eca_multi import cli  # noqa: E402
 from eca_multi import port as port_mod  # noqa: E402
-from eca_multi.port import VerificationError, parse_kernel_sizes, port  # noqa: E402
-from eca_multi.torch.models import (  # noqa: E402
-    create_model,
-    export_canonical_model,
-    randomize_batchnorm_,
+from eca_multi.port import (  # noqa: E402
+    VerificationError,
+    detect_format,
+    parse_kernel_sizes,
+    port,
+    read_source,
 )
+from eca_multi.torch.io import export_canonical_model  # noqa: E402
+from eca_multi.torch.models import create_model, randomize_batchnorm_  # noqa: E402
 from eca_multi.weights import WeightMismatchError, save_file  # noqa: E402
-from eca_multi.weights.sources import SourceError, detect_format, read_source  # noqa: E402
+from eca_multi.weights.sources import SourceError  # noqa: E402
 
 ARCH = "eca_resnet18"  # the smallest ResNet keeps CI time low
 

@@ -21,13 +21,10 @@ timm = require_backend("timm")  # before TensorFlow (Keras): timm loads triton (
 require_backend("keras")
 require_backend("flax")
 
-from eca_multi.port import load_model, port  # noqa: E402
-from eca_multi.torch.models import (  # noqa: E402
-    create_model,
-    export_canonical_model,
-    randomize_batchnorm_,
-)
-from eca_multi.weights.sources import SourceError, detect_format, read_source  # noqa: E402
+from eca_multi.port import detect_format, load_model, port, read_source  # noqa: E402
+from eca_multi.torch.io import export_canonical_model  # noqa: E402
+from eca_multi.torch.models import create_model, randomize_batchnorm_  # noqa: E402
+from eca_multi.weights.sources import SourceError  # noqa: E402
 
 ARCH, TIMM_ARCH = "eca_resnet18", "ecaresnet26t"
 TOL = 1e-4  # the issue's max abs logit difference
@@ -143,7 +140,7 @@ def test_round_trip_through_every_framework_is_bit_identical(official, workdir):
 
 def test_keras_channels_first_file_is_a_source(workdir):
     """A Keras model built channels_first exports the same canonical weights (layout-free file)."""
-    from eca_multi.keras import models as km
+    from eca_multi.keras import io as km
 
     keras_model = km.create_model(ARCH, num_classes=10, data_format="channels_first")
     path = km.save_weights_file(keras_model, workdir / "cf.weights.h5")
@@ -156,7 +153,7 @@ def test_keras_channels_first_file_is_a_source(workdir):
 
 
 def test_keras_and_flax_kernel_sizes_are_checked(workdir):
-    from eca_multi.flax import models as fm
+    from eca_multi.flax import io as fm
 
     model = fm.create_model(ARCH, num_classes=10, kernel_sizes=(3, 3, 3, 3))
     path = fm.save_weights_file(model, workdir / "k3.msgpack")

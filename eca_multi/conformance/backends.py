@@ -1,6 +1,8 @@
 """The conformance backends: name -> (adapter module, variant, process group, environment).
 
-Each backend package provides ``eca_multi.<framework>._conformance`` with::
+The rows come from :data:`eca_multi.registry.GROUPS`, the one registry of process groups that
+bench and export use too. Each backend package provides ``eca_multi.<framework>._conformance``
+with::
 
     setup() -> dict                 # full precision (TF32 off, JAX matmul float32); versions
     run_case(variant, case, golden) -> {"y", "dx", "dw", "y_dtype", "dx_dtype"}
@@ -13,6 +15,8 @@ a backend's folder removes its rows (reported as missing) and nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from ..registry import conformance_rows
 
 __all__ = ["BACKENDS", "Backend", "resolve_backends"]
 
@@ -27,31 +31,10 @@ class Backend:
     note: str = ""
 
 
-_T, _K, _F = (
-    "eca_multi.torch._conformance",
-    "eca_multi.keras._conformance",
-    "eca_multi.flax._conformance",
-)
-
-BACKENDS: tuple[Backend, ...] = (
-    Backend("torch", _T, "eager", "torch"),
-    Backend("torch-compile", _T, "compile", "torch", note="torch.compile(fullgraph=True), fwd+bwd"),
-    Backend("keras-tensorflow", _K, "eager", "keras-tensorflow", {"KERAS_BACKEND": "tensorflow"}),
-    Backend(
-        "keras-tensorflow-jit",
-        _K,
-        "jit",
-        "keras-tensorflow",
-        {"KERAS_BACKEND": "tensorflow"},
-        "XLA: jit_compile=True",
-    ),
-    Backend("keras-jax", _K, "eager", "keras-jax", {"KERAS_BACKEND": "jax"}),
-    Backend("keras-jax-jit", _K, "jit", "keras-jax", {"KERAS_BACKEND": "jax"}, "jax.jit"),
-    Backend("keras-torch", _K, "eager", "keras-torch", {"KERAS_BACKEND": "torch"}),
-    Backend("flax-nnx", _F, "nnx", "flax"),
-    Backend("flax-nnx-jit", _F, "nnx-jit", "flax", note="nnx.jit"),
-    Backend("flax-linen", _F, "linen", "flax", note="Linen apply under jax.jit"),
-)
+BACKENDS: tuple[Backend, ...] = tuple(
+    Backend(row.name, group.module("conformance"), row.variant, group.name, group.env, row.note)
+    for group, row in conformance_rows()
+)  # from the one registry (eca_multi.registry.GROUPS)
 
 _BY_NAME = {b.name: b for b in BACKENDS}
 

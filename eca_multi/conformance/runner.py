@@ -42,12 +42,17 @@ def run_group(
     timeout: float = 1800,
 ) -> dict:
     """Run one process group's backends in a fresh interpreter; returns the worker's JSON."""
-    args = ["--backends", ",".join(b.name for b in backends)]
-    if cases is not None:
-        args += ["--cases", ",".join(c.id for c in cases)]
-    if goldens_dir is not None:
-        args += ["--goldens", str(goldens_dir)]
-    data, msg = run_json_worker("eca_multi.conformance.worker", args, backends[0].env, timeout)
+    opts = {
+        "rows": [b.name for b in backends],
+        "cases": None if cases is None else [c.id for c in cases],
+        "goldens": None if goldens_dir is None else str(goldens_dir),
+    }
+    data, msg = run_json_worker(
+        "eca_multi.worker",
+        ["conformance", "--group", backends[0].group, "--opts", json.dumps(opts)],
+        backends[0].env,
+        timeout,
+    )
     if data is None:
         msg = f"worker for {backends[0].group} {msg}"
         cs = cases if cases is not None else CASES
@@ -67,8 +72,9 @@ def run_json_worker(
 ) -> tuple[dict | None, str]:
     """``python -m module *args --json FILE`` in a fresh interpreter with ``env`` added.
 
-    Used by the conformance and the deploy (export matrix) runners: one process per framework /
-    Keras backend. Returns (the JSON the worker wrote, "") or (None, "exited RC: output tail").
+    Used by the conformance, bench and export (deploy) drivers with ``eca_multi.worker``: one
+    process per group of :data:`eca_multi.registry.GROUPS`. Returns (the JSON the worker wrote,
+    "") or (None, "exited RC: output tail").
     """
     full_env = {**os.environ, **env}
     full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,9 +1,9 @@
-"""Run conformance cases for backends of one process group and write the results as JSON.
+"""Run conformance cases for the rows of one process group (inside the worker process).
 
-Started by the runner, one subprocess per framework / Keras backend (Keras picks its backend at
-import)::
+Started by the runner through the one worker entry, one subprocess per framework / Keras backend
+(Keras picks its backend at import)::
 
-    python -m eca_multi.conformance.worker --backends torch,torch-compile --json out.json
+    python -m eca_multi.worker conformance --group torch --json out.json
 
 For each backend x case the adapter's outputs are compared with the committed goldens under the
 tolerance table (y: forward, dx / dw: grad) and the output dtypes are checked. A backend whose
@@ -12,17 +12,10 @@ adapter cannot be imported is reported as ``missing``.
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import json
-import os
-import platform
-import sys
 import time
 import traceback
 
-from .backends import resolve_backends
-from .cases import CASES, get_case
 from .generate import golden_grads, load_golden
 from .tolerances import compare
 
@@ -89,27 +82,3 @@ def run_backend(backend, cases, goldens_dir=None) -> tuple[list[dict], dict]:
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         records.append(rec)
     return records, env
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eca_multi.conformance.worker")
-    p.add_argument("--backends", required=True, help="comma-separated backend names")
-    p.add_argument("--cases", default=None, help="comma-separated case ids (default: all)")
-    p.add_argument("--goldens", default=None, help="goldens folder (default: the committed one)")
-    p.add_argument("--json", required=True, help="where to write the results")
-    a = p.parse_args(argv)
-    cases = [get_case(c) for c in a.cases.split(",")] if a.cases else list(CASES)
-    results, envs = [], {}
-    for backend in resolve_backends(a.backends):
-        records, env = run_backend(backend, cases, a.goldens)
-        results += records
-        envs[backend.name] = env
-    envs["python"] = platform.python_version()
-    envs["KERAS_BACKEND"] = os.environ.get("KERAS_BACKEND", "")
-    with open(a.json, "w") as f:
-        json.dump({"results": results, "env": envs}, f, indent=1, default=str)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

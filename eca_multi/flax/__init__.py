@@ -24,7 +24,9 @@ from .family import (
     load_canonical,
     make_attention,
 )
-from .nnx import ECA
+from .io import export_canonical_model, load_canonical_model, load_weights_file, save_weights_file
+from .layer import ECA
+from .models import abstract_model, create_model
 
 __all__ = [
     "ECA",
@@ -34,9 +36,15 @@ __all__ = [
     "SEVar1",
     "SEVar2",
     "SEVar3",
+    "abstract_model",
+    "create_model",
     "export_canonical",
+    "export_canonical_model",
     "from_config",
     "linen",
     "load_canonical",
+    "load_canonical_model",
+    "load_weights_file",
     "make_attention",
+    "save_weights_file",
 ]

@@ -16,15 +16,9 @@ import numpy as np
 from flax import nnx
 
 from ..benchmark import DTYPES, LAYER_SHAPES, QUICK_SHAPES, inference_reps, paired, shape_id
-from .nnx import ECA
+from .layer import ECA
 
-__all__ = ["environment", "run"]
-
-
-def environment() -> dict:
-    import flax
-
-    return {"jax": jax.__version__, "flax": flax.__version__, "device": str(jax.devices()[0])}
+__all__ = ["run"]
 
 
 def _floor(x):
@@ -126,9 +120,10 @@ def run(opts: dict) -> list[dict]:
     quick = bool(opts.get("quick"))
     reps = opts.get("reps") or (3 if quick else 7)
     rows = []
-    for dtype in DTYPES[:1] if quick else DTYPES:
-        for shape in QUICK_SHAPES if quick else LAYER_SHAPES:
-            rows += _mode_rows(shape, dtype, reps)
+    if opts.get("layers", True):
+        for dtype in DTYPES[:1] if quick else DTYPES:
+            for shape in QUICK_SHAPES if quick else LAYER_SHAPES:
+                rows += _mode_rows(shape, dtype, reps)
     if opts.get("models", True):
         rows += _model_rows(quick, reps)
     return rows

@@ -7,7 +7,6 @@ runs every family member (:data:`ATTENTIONS`): the Linen modules share the NNX m
 
 from __future__ import annotations
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,20 +17,16 @@ from ..conformance.generate import golden_params
 from ..family import ATTENTIONS as _ALL
 from . import linen
 from .family import export_canonical, load_canonical, make_attention
+from .io import versions
 
 VARIANTS = ("nnx", "nnx-jit", "linen")
 ATTENTIONS = _ALL  # every family member, in every variant (Linen through linen.make_attention)
 
 
 def setup() -> dict:
-    """Full float32 precision for matmuls / convs (no TF32 or bf16 passes); versions and device."""
+    """Full float32 precision for matmuls / convs (no TF32 or bf16 passes); the versions report."""
     jax.config.update("jax_default_matmul_precision", "highest")
-    device = jax.devices()[0]
-    return {
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "device": f"{device.platform}:{device.device_kind}",
-    }
+    return versions()
 
 
 def _vjp_nnx(layer: nnx.Module, x: jax.Array, g: jax.Array):

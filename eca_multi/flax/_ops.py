@@ -103,21 +103,21 @@ def _band_bwd(config, residuals, dz):
 _band.defvjp(_band_fwd, _band_bwd)
 
 
-def attend(
+def gate(
     config: ECAConfig | AttentionConfig,
     x: jax.Array,
     mix: Callable[[jax.Array, jnp.dtype], jax.Array],
     weights: tuple[jax.Array, ...] = (),
     pooled: jax.Array | None = None,
 ) -> jax.Array:
-    """pool -> ``mix`` -> gate -> scale: the one code path of ECA and every family member.
+    """pool -> ``mix`` -> gate: the (N, C) gate of ECA and every family member, in x's dtype.
 
-    ``pooled``: x's (N, C) spatial mean when the caller already has it (see
-    :func:`eca_multi.archs.pools_through_last_conv`); x is then read only by the scale.
+    ``pooled``: x's (N, C) spatial mean when the caller already has it (a bottleneck block at
+    inference: :func:`eca_multi.archs.pools_through_last_conv`); x is then read only by the scale.
 
     ``mix(y, dtype)`` maps the pooled (N, C) vector to the gate's input z (N, C), computing in
-    ``dtype``: at least float32 (16-bit inputs and ``weights`` are upcast); the output has the
-    dtype of ``x``. Shapes are static under ``jit``, so the input check runs at trace time.
+    ``dtype``: at least float32 (16-bit inputs and ``weights`` are upcast). Shapes are static
+    under ``jit``, so the input check runs at trace time.
     """
     x = jnp.asarray(x)
     floating = bool(jnp.issubdtype(x.dtype, jnp.floating))
@@ -125,21 +125,40 @@ def attend(
     spatial = config.spatial_axes(x.ndim)
     dtype = jnp.result_type(jnp.float32, x.dtype, *(w.dtype for w in weights))
     m = math.prod(x.shape[a] for a in spatial)  # NOTE: sum * (1/m), as XLA compiles a mean
-    if pooled is not None:  # the caller's spatial mean of x (a bottleneck block at inference)
+    if pooled is not None:  # the caller's spatial mean of x
         y = pooled.astype(dtype)
     else:  # NOTE: for 16-bit x the barrier keeps XLA from sharing one float32 copy of x between
         # the pooling and the scale (materialized: 2.6x the floor at 8x28x28x512 bf16)
         xp = lax.optimization_barrier(x) if x.dtype != dtype else x
         y = jnp.sum(xp, axis=spatial, dtype=dtype) * (1.0 / m)  # (N, C); eager == jit bit-equal
     z = mix(y, dtype)  # (N, C)
-    s = _gate(z, config.gate).astype(x.dtype)
-    return x * jnp.expand_dims(s, spatial)
+    return _gate(z, config.gate).astype(x.dtype)
+
+
+def scale(config: ECAConfig | AttentionConfig, x: jax.Array, s: jax.Array) -> jax.Array:
+    """``x * s`` with the (N, C) gate broadcast over the spatial axes."""
+    return x * jnp.expand_dims(s, config.spatial_axes(x.ndim))
+
+
+def attend(
+    config: ECAConfig | AttentionConfig,
+    x: jax.Array,
+    mix: Callable[[jax.Array, jnp.dtype], jax.Array],
+    weights: tuple[jax.Array, ...] = (),
+) -> jax.Array:
+    """pool -> ``mix`` -> gate -> scale: the one code path of ECA and every family member; the
+    output has the shape and dtype of ``x``."""
+    x = jnp.asarray(x)
+    return scale(config, x, gate(config, x, mix, weights))
+
+
+def _eca_mix(config: ECAConfig, kernel: jax.Array):
+    taps = kernel.reshape(-1)
+    return lambda y, dt: _band(config, y, taps.astype(dt))
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def eca(
-    config: ECAConfig, x: jax.Array, kernel: jax.Array, pooled: jax.Array | None = None
-) -> jax.Array:
+def eca(config: ECAConfig, x: jax.Array, kernel: jax.Array) -> jax.Array:
     """ECA of ``x`` with the native (k, 1, 1) ``kernel`` (Flax Conv1D layout ``(k, in, out)``).
 
     The attention path (pooled vector, taps, gate) runs in at least float32; the output has the
@@ -147,9 +166,16 @@ def eca(
     ``jit``): XLA contracts the taps' multiply-adds into FMAs, so an op-by-op eager run would
     round differently from ``nnx.jit``; compiled both ways, eager and jit agree bit for bit.
     """
-    taps = kernel.reshape(-1)
-    mix = lambda y, dt: _band(config, y, taps.astype(dt))  # noqa: E731
-    return attend(config, x, mix, (kernel,), pooled)
+    return attend(config, x, _eca_mix(config, kernel), (kernel,))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def eca_gate(
+    config: ECAConfig, x: jax.Array, kernel: jax.Array, pooled: jax.Array | None = None
+) -> jax.Array:
+    """ECA's (N, C) gate of ``x`` (from ``pooled``, x's spatial mean, when given); compiled as
+    :func:`eca` is, for the same reason."""
+    return gate(config, x, _eca_mix(config, kernel), (kernel,), pooled)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,33 +209,59 @@ def uniform_init(bound: float) -> Callable:
     return init
 
 
-def family_mix(
-    config: AttentionConfig, y: jax.Array, params: Mapping[str, jax.Array], dtype: jnp.dtype
-) -> jax.Array:
-    """z = mix(y) of a non-ECA member; ``params``: native path -> array (see native_params).
+def _mix_se_var1(config: AttentionConfig, y: jax.Array, p: Mapping[str, jax.Array]) -> jax.Array:
+    return y
 
-    Matmuls run at ``Precision.HIGHEST`` whatever ``jax_default_matmul_precision`` says.
-    """
-    p = {k: v.astype(dtype) for k, v in params.items()}
-    kind = config.kind
-    if kind == "se_var1":
-        return y
-    if kind == "se_var2":  # the barrier keeps XLA from reassociating (sum * 1/m) * w under jit
-        return lax.optimization_barrier(y) * p["kernel"]
-    if kind == "se_var3":  # native (in, out)
-        return jnp.dot(y, p["fc.kernel"], precision=_HIGHEST)
-    if kind == "se":  # 1x1 conv kernels (1, 1, in, out) on the pooled vector: two matmuls
-        h = jnp.dot(y, p["fc1.kernel"][0, 0], precision=_HIGHEST) + p["fc1.bias"]
-        return jnp.dot(jax.nn.relu(h), p["fc2.kernel"][0, 0], precision=_HIGHEST) + p["fc2.bias"]
-    if kind == "se_gc":  # block-diagonal: W[g*Cg + o, i] multiplies y[g*Cg + i]
-        n, c = y.shape
-        g = config.groups
-        wg = p["fc.kernel"].reshape(g, c // g, c // g)  # (G, out, in)
-        z = jnp.einsum("ngi,goi->ngo", y.reshape(n, g, c // g), wg, precision=_HIGHEST)
-        return z.reshape(n, c)
-    # eca_ns: z[c] = sum_j W[c, j] ypad[c + j], a band of k non-shared taps per channel: the
-    # (N, C, k) windows of the padded vector contracted with W in one dot (one rounding order,
-    # so eager and jit agree bit for bit; a sum of k products would be fused into FMAs by jit)
+
+def _mix_se_var2(config: AttentionConfig, y: jax.Array, p: Mapping[str, jax.Array]) -> jax.Array:
+    return lax.optimization_barrier(y) * p["kernel"]  # no reassociating (sum * 1/m) * w under jit
+
+
+def _mix_se_var3(config: AttentionConfig, y: jax.Array, p: Mapping[str, jax.Array]) -> jax.Array:
+    return jnp.dot(y, p["fc.kernel"], precision=_HIGHEST)  # native (in, out)
+
+
+def _mix_se(config: AttentionConfig, y: jax.Array, p: Mapping[str, jax.Array]) -> jax.Array:
+    # 1x1 conv kernels (1, 1, in, out) on the pooled vector: two matmuls
+    h = jnp.dot(y, p["fc1.kernel"][0, 0], precision=_HIGHEST) + p["fc1.bias"]
+    return jnp.dot(jax.nn.relu(h), p["fc2.kernel"][0, 0], precision=_HIGHEST) + p["fc2.bias"]
+
+
+def _mix_se_gc(config: AttentionConfig, y: jax.Array, p: Mapping[str, jax.Array]) -> jax.Array:
+    # block-diagonal: W[g*Cg + o, i] multiplies y[g*Cg + i]
+    n, c = y.shape
+    g = config.groups
+    wg = p["fc.kernel"].reshape(g, c // g, c // g)  # (G, out, in)
+    z = jnp.einsum("ngi,goi->ngo", y.reshape(n, g, c // g), wg, precision=_HIGHEST)
+    return z.reshape(n, c)
+
+
+def _mix_eca_ns(config: AttentionConfig, y: jax.Array, p: Mapping[str, jax.Array]) -> jax.Array:
+    # z[c] = sum_j W[c, j] ypad[c + j], a band of k non-shared taps per channel: the (N, C, k)
+    # windows of the padded vector contracted with W in one dot (one rounding order, so eager and
+    # jit agree bit for bit; a sum of k products would be fused into FMAs by jit)
     c, k = y.shape[1], config.kernel_size
     windows = _windows(_pad_channels(y, config), c, k)
     return jnp.einsum("nck,ck->nc", windows, p["kernel"], precision=_HIGHEST)
+
+
+# each member's channel mixing, shared by the NNX and Linen modules (ECA's is _band)
+MIXES: dict[str, Callable[[AttentionConfig, jax.Array, Mapping[str, jax.Array]], jax.Array]] = {
+    "se_var1": _mix_se_var1,
+    "se_var2": _mix_se_var2,
+    "se_var3": _mix_se_var3,
+    "se": _mix_se,
+    "se_gc": _mix_se_gc,
+    "eca_ns": _mix_eca_ns,
+}
+
+
+def family_mix(
+    config: AttentionConfig, y: jax.Array, params: Mapping[str, jax.Array], dtype: jnp.dtype
+) -> jax.Array:
+    """z = mix(y) of a non-ECA member (:data:`MIXES`); ``params``: native path -> array (see
+    native_params), cast to ``dtype``.
+
+    Matmuls run at ``Precision.HIGHEST`` whatever ``jax_default_matmul_precision`` says.
+    """
+    return MIXES[config.kind](config, y, {k: v.astype(dtype) for k, v in params.items()})

@@ -31,8 +31,9 @@ from ..deploy import (
     model_inputs,
     random_batchnorm_state,
 )
-from .models import create_model, export_canonical_model, load_canonical_model
-from .nnx import ECA, load_canonical
+from .io import export_canonical_model, load_canonical_model
+from .layer import ECA, load_canonical
+from .models import create_model
 
 __all__ = [
     "build_model",
@@ -40,14 +41,7 @@ __all__ = [
     "flat_weights",
     "run_export_matrix",
     "sharded_check",
-    "versions",
 ]
-
-
-def versions() -> dict:
-    import flax
-
-    return {"jax": jax.__version__, "flax": flax.__version__, "devices": len(jax.devices())}
 
 
 def build_model(name: str, seed: int = 0) -> nnx.Module:

@@ -44,9 +44,9 @@ from flax import nnx
 from ..family import ATTENTIONS, AttentionConfig, attention_config, attention_schema
 from ..spec import ECAConfig
 from ..weights import check_state, to_canonical, to_native
-from . import nnx as _eca_nnx
-from ._ops import attend, family_mix, native_params, uniform_init
-from .nnx import ECA
+from . import layer as _eca_layer
+from ._ops import attend, family_mix, gate, native_params, uniform_init
+from .layer import ECA
 
 __all__ = [
     "ATTENTIONS",
@@ -108,19 +108,19 @@ class _Attention(nnx.Module):
             out[path] = holder
         return out
 
-    def __call__(self, x: jax.Array, pooled: jax.Array | None = None) -> jax.Array:
-        """Attention of ``x`` (rank >= 3, ``data_format`` layout); same shape and dtype.
-
-        ``pooled``: x's (N, C) spatial mean if the caller already has it.
-        """
+    def _mix(self):
         params = {p: v[...] for p, v in self.native_variables().items()}
-        return attend(
-            self.config,
-            x,
-            lambda y, dt: family_mix(self.config, y, params, dt),
-            tuple(params.values()),
-            pooled,
-        )
+        return lambda y, dt: family_mix(self.config, y, params, dt), tuple(params.values())
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Attention of ``x`` (rank >= 3, ``data_format`` layout); same shape and dtype."""
+        return attend(self.config, x, *self._mix())
+
+    def gate(self, x: jax.Array, pooled: jax.Array | None = None) -> jax.Array:
+        """The (N, C) gate of ``x`` (from ``pooled``, x's spatial mean, when the caller has it);
+        a block scales with it and fuses its own residual add."""
+        mix, weights = self._mix()
+        return gate(self.config, x, mix, weights, pooled)
 
     def __repr__(self) -> str:
         return self.config.describe(f"flax.nnx.{self.config.name}")
@@ -347,7 +347,7 @@ def make_attention(
 def export_canonical(layer: AttentionModule) -> dict[str, np.ndarray]:
     """The module's weights as canonical float32 NumPy arrays (torch names and layouts)."""
     if isinstance(layer, ECA):
-        return _eca_nnx.export_canonical(layer)
+        return _eca_layer.export_canonical(layer)
     specs = native_params(layer.config)
     return {
         specs[path][0]: to_canonical(np.asarray(var[...], np.float32), specs[path][2])
@@ -365,7 +365,7 @@ def load_canonical(
             problem is listed at once.
     """
     if isinstance(layer, ECA):
-        _eca_nnx.load_canonical(layer, state, strict)
+        _eca_layer.load_canonical(layer, state, strict)
         return
     check_state(attention_schema(layer.config), state, strict=strict, where=repr(layer))
     specs = native_params(layer.config)

@@ -8,11 +8,9 @@ Module attributes mirror the torch module paths: ``layer1`` is a :class:`Sequent
 ``nnx.List``) of blocks, the deep stem ``conv1`` a Sequential with stateless activations at
 torch's ReLU indices, and so on. So the path of every Conv / BatchNorm / Linear / ECA in
 ``nnx.iter_modules`` joined by dots is its canonical (torch ``state_dict``) name, and the
-``nnx.state`` paths read ``layer1.0.eca.kernel``. :func:`export_canonical_model` /
-:func:`load_canonical_model` walk the model and change layouts only through
-:mod:`eca_multi.weights.layouts`; :func:`save_weights_file` / :func:`load_weights_file` are our
-own Flax export (msgpack). :func:`abstract_model` skips the random init when weights will be
-loaded anyway.
+``nnx.state`` paths read ``layer1.0.eca.kernel``. :mod:`eca_multi.flax.io` walks the model for
+canonical weights and holds our own Flax export (msgpack). :func:`abstract_model` skips the random
+init when weights will be loaded anyway.
 
 ``attention=`` swaps ECA for any member of the paper's channel-attention family
 (:mod:`eca_multi.flax.family`: "eca_ns", "se", "se_var1", "se_var2", "se_var3", "se_gc") or for
@@ -25,27 +23,24 @@ switches to batch statistics, ``model.eval()`` back.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx, serialization
+from flax import nnx
 from jax import lax
 
 from .. import archs
 from ..spec import ECAConfig
-from ..weights import Layout, WeightMismatchError, check_state, to_canonical, to_native
-from ..weights.io import atomic_write_bytes
-from ._ops import native_params
-from .family import _Attention, from_config
-from .nnx import ECA
+from ._ops import scale
+from .family import from_config
+from .layer import ECA
 
 __all__ = [
     "BatchCount",
+    "BatchNorm",
     "ECABlock",
     "ECAMobileNetV2",
     "ECAResNet",
@@ -53,23 +48,17 @@ __all__ = [
     "Sequential",
     "abstract_model",
     "create_model",
-    "export_canonical_model",
-    "is_flax_export",
-    "load_canonical_model",
-    "load_weights_file",
-    "save_weights_file",
 ]
 
 # torch BatchNorm2d: eps 1e-5; torch momentum 0.1 weights the new batch, Flax's the old average
 _BN_EPS, _BN_MOMENTUM = 1e-5, 0.9
-_MAGIC = b"eca-multi-flax-nnx"  # first field of our msgpack export, for content detection
 
 
 class BatchCount(nnx.BatchStat):
     """torch's ``num_batches_tracked`` (int32 in JAX without x64; exported as int64)."""
 
 
-class _BatchNorm(nnx.BatchNorm):
+class BatchNorm(nnx.BatchNorm):
     """nnx.BatchNorm that also counts training batches like torch's ``num_batches_tracked``."""
 
     def __init__(self, num_features: int, *, rngs: nnx.Rngs, **kwargs: Any) -> None:
@@ -181,8 +170,8 @@ class _Factory:
             kernel_init=self._init(nnx.initializers.variance_scaling(2.0, "fan_out", "normal")),
         )
 
-    def bn(self, channels: int) -> _BatchNorm:
-        return _BatchNorm(
+    def bn(self, channels: int) -> BatchNorm:
+        return BatchNorm(
             channels,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
@@ -235,7 +224,7 @@ class ECABlock(nnx.Module):
         if config is not None:
             setattr(self, plan.eca_attr, make.attention(config))
         # at inference the attention pools conv3's input (archs.pools_through_last_conv)
-        self.pool_early = config is not None and archs.pools_through_last_conv(plan)
+        self.pools_through = config is not None and archs.pools_through_last_conv(plan)
         ds = archs.downsample_convs(plan)
         if plan.downsample == "avg":  # timm: pool (Identity at stride 1) at .0, conv .1, bn .2
             pool = _AvgPoolCeil() if plan.stride > 1 else _Identity()
@@ -251,16 +240,17 @@ class ECABlock(nnx.Module):
             conv, bn = getattr(self, conv), getattr(self, bn)
             # every bottleneck under XLA (1.01x the plain net; only where archs.pool_through_pays
             # says so, as torch eager does: 1.02x, measured)
-            if i == len(self.pairs) - 1 and self.pool_early and bn.use_running_average:
-                pooled = _pooled_through(out, conv, bn)  # conv3's 4x smaller input
+            if i == len(self.pairs) - 1 and self.pools_through and bn.use_running_average:
+                pooled = _pool_through(out, conv, bn)  # conv3's 4x smaller input
             out = bn(conv(out))
             out = out if i == len(self.pairs) - 1 else jax.nn.relu(out)
         if self.eca_attr is not None:  # after the last BN, before the residual add
-            out = getattr(self, self.eca_attr)(out, pooled)
+            attention = getattr(self, self.eca_attr)
+            out = scale(attention.config, out, attention.gate(out, pooled))  # the (N, C) gate
         return jax.nn.relu(out + self.downsample(x))
 
 
-def _pooled_through(h: jax.Array, conv: nnx.Conv, bn: _BatchNorm) -> jax.Array:
+def _pool_through(h: jax.Array, conv: nnx.Conv, bn: BatchNorm) -> jax.Array:
     """The spatial mean of ``bn(conv(h))`` (NHWC) from the mean of ``h``: a 1x1 conv and BN on
     running statistics commute with it (:func:`eca_multi.archs.pools_through_last_conv`)."""
     dtype = jnp.result_type(jnp.float32, h.dtype)
@@ -302,7 +292,7 @@ class ECAResNet(nnx.Module):
                     layers.append(make.bn(width) if kind == "bn" else _Act("relu"))
             self.conv1 = Sequential(layers)
         self.bn1 = make.bn(archs.stem_plan(arch)[1])
-        blocks = archs.resnet_blocks(arch, kernel_sizes, self.attention, self.attention_kwargs)
+        blocks = arch.blocks(kernel_sizes, self.attention, self.attention_kwargs)
         for stage in range(1, 5):
             name = f"layer{stage}"
             setattr(
@@ -363,9 +353,7 @@ class ECAMobileNetV2(nnx.Module):
         self.arch_name, self.num_classes = arch.name, num_classes
         self._ks = tuple(sorted(kernel_sizes.items()))  # hashable static attribute
         self.attention, self._attention_args = archs.resolve_attention(attention, attention_kwargs)
-        blocks = archs.mobilenet_v2_blocks(
-            arch, kernel_sizes, self.attention, self.attention_kwargs
-        )
+        blocks = arch.blocks(kernel_sizes, self.attention, self.attention_kwargs)
         first = archs.ConvPlan("features.0.0", 3, arch.input_channel, 3, 2)
         last = archs.ConvPlan("", blocks[-1].oup, arch.last_channel, 1)
         self.features = Sequential(
@@ -441,6 +429,9 @@ def create_model(
     return _build(name, num_classes, kernel_sizes, make, attention, attention_kwargs)
 
 
+_MODELS = {archs.ResNetArch.kind: ECAResNet, archs.MobileNetV2Arch.kind: ECAMobileNetV2}
+
+
 def _build(
     name: str,
     num_classes: int | None,
@@ -452,11 +443,8 @@ def _build(
     arch = archs.get_arch(name)
     nc = arch.num_classes if num_classes is None else int(num_classes)
     att = (attention, attention_kwargs)
-    if isinstance(arch, archs.MobileNetV2Arch):
-        ks = {b.index: b.k for b in archs.mobilenet_v2_blocks(arch, kernel_sizes)}
-        return ECAMobileNetV2(arch, nc, ks, make, *att)
-    per_stage = {b.prefix.split(".")[0]: b.k for b in archs.resnet_blocks(arch, kernel_sizes)}
-    return ECAResNet(arch, nc, tuple(per_stage[f"layer{i}"] for i in range(1, 5)), make, *att)
+    ks = archs.default_kernel_sizes(name, kernel_sizes)
+    return _MODELS[arch.kind](arch, nc, ks, make, *att)
 
 
 def abstract_model(
@@ -481,250 +469,3 @@ def abstract_model(
     """
     make = _Factory(nnx.Rngs(0), dtype, param_dtype, True)
     return _build(name, num_classes, kernel_sizes, make, attention, attention_kwargs)
-
-
-# ---------------------------------------------------------------------------------------------
-# canonical weights: walk the model, name = module path joined by dots
-
-
-def _slots(model: nnx.Module) -> dict[str, tuple[nnx.Variable, Layout]]:
-    """Canonical name -> (the NNX variable holding it, its layout), in module order."""
-    out: dict[str, tuple[nnx.Variable, Layout]] = {}
-    for path, m in nnx.iter_modules(model):
-        p = ".".join(str(part) for part in path)
-        if isinstance(m, nnx.Conv):  # grouped (depthwise) too: (kh, kw, 1, C) is CONV2D
-            out[f"{p}.weight"] = (m.kernel, Layout.CONV2D)
-        elif isinstance(m, nnx.Linear):
-            out[f"{p}.weight"] = (m.kernel, Layout.LINEAR)
-            out[f"{p}.bias"] = (m.bias, Layout.NONE)
-        elif isinstance(m, nnx.BatchNorm):
-            for torch_name, var in (
-                ("weight", m.scale),
-                ("bias", m.bias),
-                ("running_mean", m.mean),
-                ("running_var", m.var),
-            ):
-                out[f"{p}.{torch_name}"] = (var, Layout.NONE)
-            if isinstance(m, _BatchNorm):
-                out[f"{p}.num_batches_tracked"] = (m.num_batches_tracked, Layout.NONE)
-        elif isinstance(m, ECA):
-            out[f"{p}.conv.weight"] = (m.kernel, Layout.CONV1D)
-        elif isinstance(m, _Attention):  # family member: native paths -> canonical names
-            specs = native_params(m.config)
-            for path, var in m.native_variables().items():
-                out[f"{p}.{specs[path][0]}"] = (var, specs[path][2])
-    return out
-
-
-def _is_abstract(var: nnx.Variable) -> bool:
-    return isinstance(var.get_value(), jax.ShapeDtypeStruct)
-
-
-def _schema(model: nnx.Module) -> archs.Schema:
-    schema = archs.schema(
-        model.arch_name,
-        model.num_classes,
-        model.kernel_sizes,
-        model.attention,
-        model.attention_kwargs,
-    )
-    slots = _slots(model)
-    if set(schema) != set(slots):  # a bug in this file, never the user's weights
-        raise RuntimeError(
-            f"{model.arch_name}: module paths differ from the canonical schema: "
-            f"{sorted(set(schema) ^ set(slots))[:10]}"
-        )
-    return schema
-
-
-def export_canonical_model(model: nnx.Module) -> dict[str, np.ndarray]:
-    """The model's weights as canonical NumPy arrays (torch names and layouts, schema order).
-
-    BatchNorm ``num_batches_tracked`` is an int64 scalar so the file loads into torch / timm with
-    ``strict=True``.
-    """
-    slots, out = _slots(model), {}
-    for name in _schema(model):
-        var, layout = slots[name]
-        arr = np.asarray(var[...])
-        if name.endswith(".num_batches_tracked"):
-            out[name] = np.array(arr, np.int64)
-        else:
-            out[name] = to_canonical(arr, layout)
-    return out
-
-
-def load_canonical_model(
-    model: nnx.Module, state: Mapping[str, Any], name: str | None = None, strict: bool = True
-) -> None:
-    """Load canonical weights into a model of :func:`create_model` / :func:`abstract_model`.
-
-    In place; an abstract model must receive every weight.
-
-    Args:
-        model: the target; its architecture, class count and kernel sizes define the schema.
-        state: canonical name -> array (torch names and layouts; NumPy or anything array-like).
-        name: architecture the weights are for; when given it must be the model's.
-        strict: fail on missing or unexpected keys (shapes are always checked).
-
-    Raises:
-        WeightMismatchError: every missing / unexpected / mis-shaped key at once (an ECA kernel
-            size other than the model's shows as a shape mismatch of ``...conv.weight``).
-        ValueError: ``name`` differs from the model's architecture.
-    """
-    if name is not None and name != model.arch_name:
-        raise ValueError(f"weights for {name!r} cannot load into a {model.arch_name!r} model")
-    schema, slots = _schema(model), _slots(model)
-    arrays = {k: np.asarray(v) for k, v in state.items()}
-    check_state(schema, arrays, strict=strict, where=f"flax {model.arch_name}")
-    unfilled = [k for k, (v, _) in slots.items() if k not in arrays and _is_abstract(v)]
-    if unfilled:
-        raise ValueError(f"an abstract model needs every weight; missing: {', '.join(unfilled)}")
-    for key, (_, layout) in schema.items():
-        if key not in arrays:  # absent only when strict=False
-            continue
-        var, _ = slots[key]
-        old = var.get_value()
-        if key.endswith(".num_batches_tracked"):  # int64 in torch; int32 here (JAX without x64)
-            count = int(arrays[key])
-            if not 0 <= count < 2**31:
-                raise ValueError(f"{key}: {count} does not fit int32")
-            new = jnp.asarray(count, old.dtype)
-        else:
-            new = jnp.asarray(to_native(arrays[key], layout), dtype=old.dtype)
-        if _is_abstract(var):  # abstract_model: nothing to keep, set the whole value
-            var.set_value(new)
-        else:
-            var[...] = jax.device_put(new, old.sharding)  # keep the old placement (sharding)
-
-
-# ---------------------------------------------------------------------------------------------
-# our own Flax export: msgpack of nnx.state(model) as a pure dict (weights only: nnx.Param and
-# nnx.BatchStat; the dropout takes its rngs at call time so the model holds no RNG state)
-
-
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        out.update(_flatten(v, f"{key}.") if isinstance(v, Mapping) else {key: v})
-    return out
-
-
-def save_weights_file(model: nnx.Module, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write the model's weights as our Flax export: msgpack of ``nnx.state`` as a pure dict.
-
-    The file holds ``{"format": "eca-multi-flax-nnx", "arch": name, "num_classes": n, "model":
-    {"attention": kind or None, "attention_kwargs": {...}}, "state": pure dict of nnx.Param and
-    nnx.BatchStat as NumPy arrays}``; written to a temp file and renamed (atomic). (msgpack
-    sorts the keys: ``format`` stays within the first bytes :func:`is_flax_export` reads.)
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-    """
-    if Path(path).exists() and not overwrite:  # fail before serializing a large model
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    pure = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model)))
-    blob = serialization.msgpack_serialize(
-        {
-            "format": _MAGIC.decode(),
-            "arch": model.arch_name,
-            "num_classes": model.num_classes,
-            "model": {"attention": model.attention, "attention_kwargs": model.attention_kwargs},
-            "state": pure,
-        }
-    )
-    return atomic_write_bytes(path, blob, overwrite=overwrite)
-
-
-def _read_export(path: str | os.PathLike) -> dict:
-    blob = Path(path).read_bytes()
-    try:
-        data = serialization.msgpack_restore(blob)
-    except Exception as e:  # truncated / corrupt bytes: msgpack and NumPy raise many kinds
-        raise ValueError(f"{path}: not a readable eca-multi Flax export ({e})") from None
-    if not isinstance(data, dict) or data.get("format") != _MAGIC.decode():
-        raise ValueError(f"{path}: not an eca-multi Flax export (no {_MAGIC.decode()!r} marker)")
-    if not isinstance(data.get("state"), dict) or not isinstance(data.get("num_classes"), int):
-        raise ValueError(f"{path}: a corrupt eca-multi Flax export (no state / num_classes)")
-    return data
-
-
-def is_flax_export(path: str | os.PathLike) -> bool:
-    """True if ``path`` is a file written by :func:`save_weights_file` (checked by content)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError:
-        return False
-    is_map = bool(head) and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF))  # msgpack map
-    return is_map and _MAGIC in head  # the "format" value is stored verbatim, first
-
-
-def _stored_kernel_sizes(name: str, flat: Mapping[str, Any]):
-    """ECA (ECA-NS) kernel sizes read from the stored (k, 1, 1) ((C, k)) kernels' shapes."""
-    arch = archs.get_arch(name)
-    if isinstance(arch, archs.MobileNetV2Arch):
-        prefixes = [b.eca_prefix for b in archs.mobilenet_v2_blocks(arch)]
-    else:
-        prefixes = [f"{b.prefix}.{b.eca_attr}" for b in archs.resnet_blocks(arch)]
-    # only k matters: a (1, 1, k) stand-in for each stored kernel (ECA-NS's is (C, k))
-    canonical = {
-        f"{p}.conv.weight": np.empty((1, 1, np.shape(flat[f"{p}.kernel"])[-1 if ns else 0]))
-        for p in prefixes
-        if f"{p}.kernel" in flat
-        for ns in [np.ndim(flat[f"{p}.kernel"]) == 2]
-    }
-    return archs.kernel_sizes_from_state(name, canonical)
-
-
-def load_weights_file(
-    path: str | os.PathLike, name: str, num_classes: int | None = None, kernel_sizes: Any = None
-) -> ECAResNet | ECAMobileNetV2:
-    """Build ``name`` and load weights written by :func:`save_weights_file`.
-
-    Args:
-        path: the msgpack file.
-        name: architecture; must equal the one recorded in the file.
-        num_classes: classifier width; default the file's.
-        kernel_sizes: the model's ECA kernel sizes (default: the architecture's), checked against
-            the stored kernels; ``"checkpoint"`` builds the model with the stored kernel sizes.
-
-    The attention kind and its arguments are the ones recorded in the file (files written
-    before the family existed hold ECA models).
-
-    Raises:
-        WeightMismatchError: every missing / unexpected / mis-shaped variable at once.
-        ValueError: not our export, or recorded for another architecture.
-    """
-    data = _read_export(path)
-    if data.get("arch") != name:
-        raise ValueError(f"{path} holds {data.get('arch')!r} weights, not {name!r}")
-    nc = int(data["num_classes"]) if num_classes is None else num_classes
-    flat = _flatten(data["state"])
-    recorded = data.get("model") if isinstance(data.get("model"), dict) else {}
-    attention = recorded.get("attention", "eca")
-    attention_kwargs = recorded.get("attention_kwargs") or None
-    if isinstance(kernel_sizes, str) and kernel_sizes == "checkpoint":
-        # k read from the stored shapes (only ECA and ECA-NS have a k)
-        has_k = attention in ("eca", "eca_ns")
-        kernel_sizes = _stored_kernel_sizes(name, flat) if has_k else None
-    # no random init: every weight comes from path
-    model = abstract_model(
-        name, nc, kernel_sizes, attention=attention, attention_kwargs=attention_kwargs
-    )
-    own = {
-        ".".join(map(str, p)): v for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Variable)
-    }
-    missing = [k for k in own if k not in flat]
-    unexpected = [k for k in flat if k not in own]
-    mismatched = {
-        k: (tuple(v.get_value().shape), tuple(np.shape(flat[k])))
-        for k, v in own.items()
-        if k in flat and tuple(v.get_value().shape) != tuple(np.shape(flat[k]))
-    }
-    if missing or unexpected or mismatched:
-        raise WeightMismatchError(missing, unexpected, mismatched, where=f"flax {name} ({path})")
-    for key, var in own.items():  # abstract variables: set the whole value
-        var.set_value(jnp.asarray(flat[key], var.get_value().dtype))
-    return model

@@ -25,7 +25,9 @@ from .family import (
     load_canonical,
     make_attention,
 )
+from .io import export_canonical_model, load_canonical_model, load_weights_file, save_weights_file
 from .layer import ECA
+from .models import create_model
 
 __all__ = [
     "ATTENTIONS",
@@ -36,8 +38,13 @@ __all__ = [
     "SEVar1",
     "SEVar2",
     "SEVar3",
+    "create_model",
     "export_canonical",
+    "export_canonical_model",
     "from_config",
     "load_canonical",
+    "load_canonical_model",
+    "load_weights_file",
     "make_attention",
+    "save_weights_file",
 ]

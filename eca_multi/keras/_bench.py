@@ -18,22 +18,9 @@ from keras import ops
 from ..benchmark import DTYPES, LAYER_SHAPES, QUICK_SHAPES, inference_reps, paired, shape_id
 from . import ECA
 
-__all__ = ["environment", "run"]
+__all__ = ["run"]
 
 _BACKEND = keras.backend.backend()
-
-
-def environment() -> dict:
-    env = {"keras": keras.__version__, "backend": _BACKEND}
-    if _BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        env["tensorflow"] = tf.__version__
-    elif _BACKEND == "jax":
-        import jax
-
-        env["jax"] = jax.__version__
-    return env
 
 
 def _floor(x):
@@ -181,12 +168,13 @@ def run(opts: dict) -> list[dict]:
     reps = opts.get("reps") or (3 if quick else 7)
     shapes = QUICK_SHAPES if quick else LAYER_SHAPES
     rows = []
-    for dtype in DTYPES[:1] if quick else DTYPES:
-        for i, shape in enumerate(shapes):
-            # quick (smoke) runs compile one shape only: each compile costs seconds
-            jits = (False, True) if _BACKEND != "torch" and (not quick or i == 0) else (False,)
-            for jit in jits:
-                rows += _mode_rows(shape, dtype, jit, reps)
+    if opts.get("layers", True):
+        for dtype in DTYPES[:1] if quick else DTYPES:
+            for i, shape in enumerate(shapes):
+                # quick (smoke) runs compile one shape only: each compile costs seconds
+                jits = (False, True) if _BACKEND != "torch" and (not quick or i == 0) else (False,)
+                for jit in jits:
+                    rows += _mode_rows(shape, dtype, jit, reps)
     if opts.get("models", True):
         rows += _model_rows(quick, reps)
     return rows

@@ -21,6 +21,7 @@ from ..conformance.generate import golden_params
 from ..family import ATTENTIONS
 from ..weights.layouts import to_canonical
 from .family import attention_variables, load_canonical, make_attention
+from .io import versions
 
 __all__ = ["ATTENTIONS", "VARIANTS", "run_case", "setup", "vjp", "vjp_params"]
 
@@ -28,28 +29,23 @@ VARIANTS = {"tensorflow": ("eager", "jit"), "jax": ("eager", "jit"), "torch": ("
 
 
 def setup() -> dict:
-    """Full precision on the current backend; returns versions and the device."""
+    """Full precision on the current backend; returns the versions report (and the device)."""
     backend = keras.backend.backend()
-    info = {"keras": keras.__version__, "keras_backend": backend}
     if backend == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_tensor_float_32_execution(False)
-        gpu = bool(tf.config.list_logical_devices("GPU"))
-        info.update(tensorflow=tf.__version__, device="gpu" if gpu else "cpu")
     elif backend == "jax":
         import jax
 
         jax.config.update("jax_default_matmul_precision", "highest")
-        info.update(jax=jax.__version__, device=jax.devices()[0].platform)
     elif backend == "torch":
         import torch
 
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         torch.set_float32_matmul_precision("highest")
-        info.update(torch=torch.__version__, device="cuda" if torch.cuda.is_available() else "cpu")
-    return info
+    return versions()
 
 
 def _check_variant(variant: str) -> str:

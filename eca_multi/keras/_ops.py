@@ -12,8 +12,10 @@ import keras
 from keras import ops
 
 from ..spec import check_input, padded_channel_index
+from . import _private
 
 __all__ = [
+    "Gated",
     "attention_dtype",
     "channel_taps",
     "channel_windows",
@@ -108,11 +110,8 @@ def _barrier(t):
 
         if tf.executing_eagerly():  # op by op: nothing is fused
             return t
-        try:  # XLA's barrier as a TF op; not public API, so a TF without it only runs slower
-            from tensorflow.compiler.tf2xla.ops import gen_xla_ops
-        except ImportError:
-            return t
-        return gen_xla_ops.xla_optimization_barrier([t])[0]
+        barrier = _private.tf_optimization_barrier()  # not public TF API (see _private)
+        return t if barrier is None else barrier([t])[0]
     return t
 
 
@@ -151,3 +150,54 @@ def channel_windows(y, kernel_size: int, padding: str, channels: int | None = No
 def _windows(ypad, k: int):
     """The k shifted views of the padded (N, C + k - 1) vector, stacked: (N, C, k)."""
     return ops.stack([ypad[:, j : (j - (k - 1)) or None] for j in range(k)], axis=-1)
+
+
+_pooled = pooled  # the module function: ``Gated.call`` has an argument of that name
+
+
+class Gated(keras.layers.Layer):
+    """Base of ECA and every family layer: ``call`` runs pool -> ``mix`` -> gate -> scale.
+
+    A subclass calls :meth:`_configure` with its config in ``__init__``, creates its weights in
+    ``build`` and defines ``mix(y, adt)`` (the channel mixing of the pooled (N, C) vector in the
+    attention dtype). Config, shape and dtype inference, ``get_config`` and ``repr`` live here
+    once. ``pooled`` / ``residual`` are what the ResNet blocks pass (:mod:`.models`).
+    """
+
+    @staticmethod
+    def data_format_or_default(data_format: str | None) -> str:
+        """None -> ``keras.config.image_data_format()``: the Keras convention, stored resolved so
+        configs reload the same."""
+        return keras.config.image_data_format() if data_format is None else data_format
+
+    def _configure(self, config) -> None:
+        self.config = config
+        _private.accept_numpy_and_keep_dtype(self)  # keep the input dtype (see the ECA docstring)
+
+    def mix(self, y, adt: str):
+        raise NotImplementedError
+
+    def call(self, inputs, pooled=None, residual=None):
+        """Attention of ``inputs``; ``pooled``: their (N, C) spatial mean if the caller has it
+        (a bottleneck block at inference); ``residual``: added to the output (a block's
+        shortcut, fused into the scale)."""
+        x = ops.convert_to_tensor(inputs)
+        cfg = self.config
+        dtype = checked_dtype(cfg, x.shape, x.dtype)
+        adt = attention_dtype(dtype)
+        s = gate(self.mix(_pooled(x, cfg, adt, pooled), adt), cfg.gate)
+        return scale(x, s, cfg, dtype, residual)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def compute_output_spec(self, inputs, pooled=None, residual=None) -> keras.KerasTensor:
+        # symbolic calls (keras.Input) get the same checks and keep the input dtype
+        dtype = checked_dtype(self.config, inputs.shape, inputs.dtype)
+        return keras.KerasTensor(inputs.shape, dtype=dtype)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **self.config.constructor_args()}
+
+    def __repr__(self) -> str:
+        return self.config.describe(type(self).__name__)

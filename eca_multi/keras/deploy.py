@@ -32,8 +32,9 @@ from ..deploy import (
     model_inputs,
     random_batchnorm_state,
 )
+from .io import export_canonical_model, load_canonical_model
 from .layer import ECA, load_canonical
-from .models import create_model, export_canonical_model, load_canonical_model
+from .models import create_model
 
 __all__ = [
     "build_model",
@@ -41,19 +42,7 @@ __all__ = [
     "logical_cpus",
     "mirrored_check",
     "run_export_matrix",
-    "versions",
 ]
-
-
-def versions() -> dict:
-    out = {"keras": keras.__version__, "backend": keras.backend.backend()}
-    for mod, name in (("tensorflow", "tensorflow"), ("ai_edge_litert", "ai-edge-litert")):
-        try:
-            m = __import__(mod)
-            out[name] = getattr(m, "__version__", "installed")
-        except ImportError:
-            out[name] = "missing"
-    return out
 
 
 def build_model(name: str, seed: int = 0) -> keras.Model:

@@ -79,20 +79,17 @@ def native_name(canonical: str) -> str:
     return "_".join(parts)
 
 
-class _Attention(keras.layers.Layer):
+class _Attention(_ops.Gated):
     """Shared machinery of the non-ECA family layers (see the module docstring)."""
 
     kind: str = ""
 
     def __init__(self, channels: int, gate: str, data_format: str | None, kw: dict, **kwargs):
         super().__init__(**kwargs)
-        if data_format is None:  # Keras convention; stored resolved so configs reload the same
-            data_format = keras.config.image_data_format()
-        self.config: AttentionConfig = attention_config(
-            self.kind, channels, gate=gate, data_format=data_format, **kw
+        data_format = _ops.Gated.data_format_or_default(data_format)
+        self._configure(
+            attention_config(self.kind, channels, gate=gate, data_format=data_format, **kw)
         )
-        self._convert_input_args = False  # keep the input dtype (as ECA)
-        self._allow_non_tensor_positional_args = True  # NumPy inputs, converted in call()
         self._table: dict[str, tuple[Any, Layout]] = {}
 
     def build(self, input_shape: tuple | None = None) -> None:
@@ -110,30 +107,6 @@ class _Attention(keras.layers.Layer):
 
     def _w(self, name: str, adt: str):
         return ops.cast(self._table[name][0], adt)
-
-    def mix(self, y, adt: str):
-        """The channel mixing z = mix(y) of this kind; y: pooled (N, C) in ``adt``."""
-        raise NotImplementedError
-
-    def call(self, inputs, pooled=None, residual=None):
-        """Attention of ``inputs``; ``pooled``: their (N, C) spatial mean if the caller has it;
-        ``residual``: added to the output (a block's shortcut), as :class:`ECA`'s."""
-        x = ops.convert_to_tensor(inputs)
-        cfg = self.config
-        dtype = _ops.checked_dtype(cfg, x.shape, x.dtype)
-        adt = _ops.attention_dtype(dtype)
-        s = _ops.gate(self.mix(_ops.pooled(x, cfg, adt, pooled), adt), cfg.gate)
-        return _ops.scale(x, s, cfg, dtype, residual)
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return tuple(input_shape)
-
-    def compute_output_spec(self, inputs, pooled=None, residual=None) -> keras.KerasTensor:
-        dtype = _ops.checked_dtype(self.config, inputs.shape, inputs.dtype)
-        return keras.KerasTensor(inputs.shape, dtype=dtype)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self.config.constructor_args()}
 
     def __repr__(self) -> str:
         return self.config.describe()

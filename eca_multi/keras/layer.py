@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ..spec import ECAConfig, make_config
+from ..spec import make_config
 from ..weights.layouts import Layout, to_canonical, to_native
 from ..weights.schema import check_state, eca_schema
 from . import _ops
@@ -24,11 +24,8 @@ from . import _ops
 __all__ = ["ECA", "export_canonical", "load_canonical"]
 
 
-_attention_dtype = _ops.attention_dtype  # the attention path runs in at least float32
-
-
 @keras.saving.register_keras_serializable(package="eca_multi")
-class ECA(keras.layers.Layer):
+class ECA(_ops.Gated):
     """Efficient Channel Attention: gate each channel by a k-tap 1-D conv over pooled channels.
 
     ``out = x * gate(conv1d_k(mean_spatial(x)))``; the pooled vector is padded with zeros (paper)
@@ -36,9 +33,9 @@ class ECA(keras.layers.Layer):
 
     Dtypes: the output keeps the input's dtype (float32, bfloat16, float16, float64). Keras
     normally casts floating inputs to the layer's compute dtype before ``call``; this layer turns
-    that off (``self._convert_input_args = False``, as Keras' own preprocessing layers do) and
-    converts inputs itself with ``keras.ops.convert_to_tensor`` (no dtype), so integer inputs reach
-    the shared check and raise ``TypeError``. The pooled vector, conv and gate run in float32
+    that off (``_convert_input_args = False``, a private switch: :mod:`eca_multi.keras._private`)
+    and converts inputs itself with ``keras.ops.convert_to_tensor`` (no dtype), so integer inputs
+    reach the shared check and raise ``TypeError``. The pooled vector, conv and gate run in float32
     (float64 for float64 input); the kernel is read without autocast, so under the
     ``"mixed_bfloat16"`` policy it stays float32 while bf16 in gives bf16 out. NumPy inputs are
     accepted positionally and keep their dtype where the backend has it (JAX without x64 turns
@@ -83,13 +80,12 @@ class ECA(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if data_format is None:  # Keras convention; stored resolved so configs reload the same
-            data_format = keras.config.image_data_format()
-        self.config: ECAConfig = make_config(
-            channels, kernel_size, gamma, b, min_kernel_size, padding, gate, data_format
+        data_format = _ops.Gated.data_format_or_default(data_format)
+        self._configure(
+            make_config(
+                channels, kernel_size, gamma, b, min_kernel_size, padding, gate, data_format
+            )
         )
-        self._convert_input_args = False  # keep the input dtype (see the class docstring)
-        self._allow_non_tensor_positional_args = True  # NumPy inputs, converted in call()
 
     def build(self, input_shape: tuple | None = None) -> None:
         """Create the (k, 1, 1) kernel (Keras Conv1D layout); the input shape is not needed."""
@@ -102,34 +98,11 @@ class ECA(keras.layers.Layer):
             autocast=False,  # the attention path casts it to >= float32 itself
         )
 
-    def call(self, inputs, pooled=None, residual=None):
-        """ECA of ``inputs``; ``pooled``: their (N, C) spatial mean if the caller has it (a
-        bottleneck block at inference, :class:`eca_multi.keras.models.PooledThrough`);
-        ``residual``: a tensor of the input's shape added to the output (a block's shortcut)."""
-        x = ops.convert_to_tensor(inputs)
-        dtype = self._check_input(x.shape, x.dtype)
-        cfg, adt = self.config, _attention_dtype(dtype)
-        y = _ops.pooled(x, cfg, adt, pooled)  # (N, C); pool, gate and scale: the family's code
-        w = ops.reshape(ops.cast(self.kernel, adt), (cfg.kernel_size,))
-        z = _ops.channel_taps(y, w, cfg.kernel_size, cfg.padding)  # no flip, no bias
-        return _ops.scale(x, _ops.gate(z, cfg.gate), cfg, dtype, residual)
-
-    def _check_input(self, shape, dtype) -> str:
-        """The shared input check (spec.check_input); returns the standardized dtype name."""
-        return _ops.checked_dtype(self.config, shape, dtype)
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return tuple(input_shape)
-
-    def compute_output_spec(self, inputs, pooled=None, residual=None) -> keras.KerasTensor:
-        # symbolic calls (keras.Input) get the same checks and keep the input dtype
-        return keras.KerasTensor(inputs.shape, dtype=self._check_input(inputs.shape, inputs.dtype))
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self.config.constructor_args()}
-
-    def __repr__(self) -> str:
-        return self.config.describe("ECA")
+    def mix(self, y, adt: str):
+        """The k-tap cross-correlation (no flip, no bias) of the pooled (N, C) vector."""
+        k = self.config.kernel_size
+        w = ops.reshape(ops.cast(self.kernel, adt), (k,))
+        return _ops.channel_taps(y, w, k, self.config.padding)
 
 
 def _ensure_built(layer: ECA) -> None:

@@ -1,4 +1,4 @@
-"""The ECA model zoo in Keras 3 (official ECA-Nets, timm's ECA-ResNets) and its weight adapter.
+"""The ECA model zoo in Keras 3 (official ECA-Nets, timm's ECA-ResNets); weights: :mod:`.io`.
 
 Every model is a functional ``keras.Model`` built by walking the framework-free plans of
 :mod:`eca_multi.archs` (the same plans the torch and Flax zoos walk), with ``keras.layers`` and
@@ -25,6 +25,7 @@ pooled vector from a weightless :class:`PooledThrough` (``"layer1-0-pool_through
 inference, pools conv3's 4x smaller input through conv3 and its BN.
 
 Example:
+    >>> from eca_multi.keras.io import export_canonical_model, load_canonical_model
     >>> model = create_model("eca_resnet18", data_format="channels_last")
     >>> state = export_canonical_model(model)  # torch names and layouts
     >>> state["layer1.0.eca.conv.weight"].shape
@@ -35,11 +36,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import warnings
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -52,32 +50,20 @@ from ..archs import (
     block_convs,
     downsample_convs,
     get_arch,
-    kernel_sizes_from_state,
-    mobilenet_v2_blocks,
     pools_through_last_conv,
-    resnet_blocks,
-    schema,
     stem_plan,
 )
-from ..family import se_reduced_channels
-from ..weights.io import atomic_path
-from ..weights.layouts import Layout, to_canonical, to_native
-from ..weights.schema import check_state
 from . import _ops
-from .family import _Attention, attention_variables, from_config
-from .layer import ECA
+from .family import from_config
 
 __all__ = [
     "BatchNormalization",
+    "ECAModel",
     "PooledThrough",
     "TorchPool2D",
     "create_model",
-    "export_canonical_model",
     "keras_name",
     "link_pooled_through",
-    "load_canonical_model",
-    "load_weights_file",
-    "save_weights_file",
     "torch_path",
 ]
 
@@ -231,13 +217,14 @@ class PooledThrough(layers.Layer):
     """The spatial mean of a bottleneck's last BN output, for the block's attention (no weights).
 
     Inputs ``[h, out]``: the last conv's input and its BN's output. At inference, with that conv
-    and BN linked (:func:`link_pooled_through`, which :func:`create_model` runs), the mean comes
+    and BN linked (:func:`link_pooled_through`, which :class:`ECAModel` runs), the mean comes
     from ``h`` (4x fewer channels), and ``out`` is read once, by the attention's scale::
 
         (W @ mean(h) - moving_mean) * gamma / sqrt(moving_variance + epsilon) + beta
 
-    (:func:`eca_multi.archs.pools_through_last_conv`). In training, or unlinked (a ``.keras``
-    file loaded by ``keras.saving.load_model``), it is ``mean(out)``, the attention's own pool.
+    (:func:`eca_multi.archs.pools_through_last_conv`). In training, or unlinked (a plain
+    ``keras.Model`` around the layers; :class:`ECAModel` links itself, also when
+    ``keras.saving.load_model`` revives it), it is ``mean(out)``, the attention's own pool.
     """
 
     def __init__(self, conv: str, bn: str, data_format: str, **kwargs: Any) -> None:
@@ -290,6 +277,18 @@ def link_pooled_through(model: keras.Model) -> keras.Model:
         if isinstance(layer, PooledThrough):
             layer.link(model.get_layer(layer.conv), model.get_layer(layer.bn))
     return model
+
+
+@keras.saving.register_keras_serializable(package="eca_multi")
+class ECAModel(keras.Model):
+    """A functional ECA-Net, as :func:`create_model` builds it: a ``keras.Model`` whose
+    :class:`PooledThrough` layers are linked whenever the model is built, so one revived by
+    ``keras.saving.load_model`` (which rebuilds it from its config through this class) runs the
+    inference fast path with no relinking."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        link_pooled_through(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +374,7 @@ def _resnet(inputs, arch: ResNetArch, num_classes: int, kernel_sizes, data_forma
             x = layers.ReLU(name=keras_name(f"conv1.{i}"))(x)
     x = layers.ReLU(name="relu")(x)
     x = TorchPool2D("max", 3, 2, 1, data_format=data_format, name="maxpool")(x)
-    for b in resnet_blocks(arch, kernel_sizes, *att):
+    for b in arch.blocks(kernel_sizes, *att):
         x = _resnet_block(x, b, data_format)
     x = layers.GlobalAveragePooling2D(data_format=data_format, name="avgpool")(x)
     return layers.Dense(num_classes, name="fc")(x)
@@ -391,7 +390,7 @@ def _mobilenet_v2(inputs, arch: MobileNetV2Arch, num_classes: int, kernel_sizes,
         )  # torch ReLU6 module
 
     x = conv_bn_relu6(inputs, ConvPlan("features.0.0", 3, arch.input_channel, 3, 2), "features.0.1")
-    blocks = mobilenet_v2_blocks(arch, kernel_sizes, *att)
+    blocks = arch.blocks(kernel_sizes, *att)
     for b in blocks:
         shortcut = x
         for conv, bn, relu6 in b.convs():
@@ -400,7 +399,9 @@ def _mobilenet_v2(inputs, arch: MobileNetV2Arch, num_classes: int, kernel_sizes,
                 if relu6
                 else _bn(_conv(x, conv, data_format), bn, data_format)
             )
-        x = _attention(x, b.eca_prefix, b.attention_config(data_format))  # after the projection BN
+        x = _attention(
+            x, b.attention_prefix, b.attention_config(data_format)
+        )  # after the projection BN
         if b.use_res:
             x = layers.Add(name=keras_name(f"features.{b.index}.add"))([shortcut, x])
     last = len(blocks) + 1
@@ -412,6 +413,9 @@ def _mobilenet_v2(inputs, arch: MobileNetV2Arch, num_classes: int, kernel_sizes,
     x = layers.GlobalAveragePooling2D(data_format=data_format, name="avgpool")(x)
     x = layers.Dropout(arch.dropout, name=keras_name("classifier.0"))(x)
     return layers.Dense(num_classes, name=keras_name("classifier.1"))(x)
+
+
+_BUILDERS = {ResNetArch.kind: _resnet, MobileNetV2Arch.kind: _mobilenet_v2}
 
 
 def create_model(
@@ -463,11 +467,11 @@ def create_model(
         input_shape = (3, None, None) if data_format == "channels_first" else (None, None, 3)
     num_classes = arch.num_classes if num_classes is None else num_classes
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    build = _mobilenet_v2 if isinstance(arch, MobileNetV2Arch) else _resnet
+    build = _BUILDERS[arch.kind]
     att = (attention, dict(attention_kwargs) if attention_kwargs else None)
     outputs = build(inputs, arch, num_classes, kernel_sizes, data_format, att)
     with _recursion_limit():
-        return link_pooled_through(keras.Model(inputs, outputs, name=name))
+        return ECAModel(inputs, outputs, name=name)
 
 
 @contextlib.contextmanager
@@ -479,291 +483,3 @@ def _recursion_limit(limit: int = 20_000):
         yield
     finally:
         sys.setrecursionlimit(old)
-
-
-# ---------------------------------------------------------------------------------------------
-# canonical weights
-
-_BN_VARS = (
-    ("weight", "gamma"),
-    ("bias", "beta"),
-    ("running_mean", "moving_mean"),
-    ("running_var", "moving_variance"),
-)
-
-
-def _variables(model: keras.Model) -> dict[str, tuple[Any, Layout]]:
-    """Canonical name -> (Keras variable, layout), walking the model's weighted layers."""
-    table: dict[str, tuple[Any, Layout]] = {}
-    for layer in model.layers:
-        n = torch_path(layer.name)
-        if isinstance(layer, layers.DepthwiseConv2D):
-            table[f"{n}.weight"] = (layer.kernel, Layout.DEPTHWISE)  # torch (C,1,kh,kw)
-        elif isinstance(layer, layers.Conv2D):
-            table[f"{n}.weight"] = (layer.kernel, Layout.CONV2D)
-        elif isinstance(layer, layers.BatchNormalization):
-            for torch_name, attr in _BN_VARS:
-                table[f"{n}.{torch_name}"] = (getattr(layer, attr), Layout.NONE)
-            if hasattr(layer, "num_batches_tracked"):  # not on a plain keras BatchNormalization
-                table[f"{n}.num_batches_tracked"] = (layer.num_batches_tracked, Layout.NONE)
-        elif isinstance(layer, layers.Dense):
-            table[f"{n}.weight"] = (layer.kernel, Layout.LINEAR)
-            table[f"{n}.bias"] = (layer.bias, Layout.NONE)
-        elif isinstance(layer, (ECA, _Attention)):
-            for key, entry in attention_variables(layer).items():
-                table[f"{n}.{key}"] = entry
-        elif layer.weights:
-            raise TypeError(
-                f"layer {n!r} ({type(layer).__name__}) has weights but no canonical mapping"
-            )
-    return table
-
-
-def _head(name: str) -> str:
-    return "classifier.1" if isinstance(get_arch(name), MobileNetV2Arch) else "fc"
-
-
-def _model_attention(model: keras.Model, name: str):
-    """The ``attention`` / ``attention_kwargs`` / kernel sizes a model was built with.
-
-    Read from its attention layers (all of one kind; none: ``attention=None``) so that
-    :func:`eca_multi.archs.schema` of the result names and shapes exactly the model's weights:
-    ECA / ECA-NS kernel sizes as per-stage (per-block) k, SE's hidden widths as ``reduction`` /
-    ``rd_divisor`` when they follow that rule in every block (else one ``rd_channels``), SE-GC's
-    ``groups``; the gate and ECA-NS padding come along so a rebuilt model computes the same.
-    """
-    att = [la for la in model.layers if isinstance(la, (ECA, _Attention))]
-    if not att:
-        return None, None, None
-    kinds = sorted({"eca" if isinstance(la, ECA) else la.config.kind for la in att})
-    if len(kinds) > 1:
-        raise ValueError(f"the Keras model {model.name!r} mixes attention kinds {kinds}")
-    kind, first = kinds[0], att[0].config
-    kw: dict[str, Any] = {}
-    ks = None
-    if kind in ("eca", "eca_ns"):  # k per block, from the layers (archs reads it per stage)
-        state = {
-            f"{torch_path(la.name)}.conv.weight": np.zeros((1, 1, la.config.kernel_size))
-            for la in att
-        }
-        ks = kernel_sizes_from_state(name, state)
-        if first.padding != "zeros":
-            kw["padding"] = first.padding
-    elif kind == "se":
-        rule = all(
-            se_reduced_channels(la.config.channels, first.reduction, first.rd_divisor)
-            == la.config.rd_channels
-            for la in att
-        )
-        if rule:
-            kw.update(reduction=first.reduction, rd_divisor=first.rd_divisor)
-        else:
-            kw["rd_channels"] = first.rd_channels
-    elif kind == "se_gc":
-        kw["groups"] = first.groups
-    if first.gate != "sigmoid":
-        kw["gate"] = first.gate
-    return kind, kw, ks
-
-
-def _model_schema(model: keras.Model, name: str | None):
-    """The archs schema of the model's own configuration (classes, attention and kernel sizes)."""
-    name = name or model.name
-    head = _head(name)
-    try:
-        num_classes = model.get_layer(keras_name(head)).units
-        attention, kw, ks = _model_attention(model, name)
-        want = schema(name, num_classes, ks, attention, kw)
-    except ValueError as e:
-        raise ValueError(f"the Keras model {model.name!r} is not a {name}: {e}") from None
-    have = _variables(model)
-    extra = {n for n in set(have) ^ set(want) if not n.endswith("num_batches_tracked")}
-    if extra:
-        raise ValueError(
-            f"the Keras model {model.name!r} is not a {name}; differing weights: "
-            f"{', '.join(sorted(extra))}"
-        )
-    return name, ks, want, have, (attention, kw)
-
-
-def export_canonical_model(model: keras.Model, name: str | None = None) -> dict[str, np.ndarray]:
-    """The model's weights as canonical tensors (torch names and layouts, archs schema order).
-
-    BatchNorm ``num_batches_tracked`` is written as an int64 scalar (0 for a plain Keras
-    BatchNormalization without the counter) so the result loads into the torch / timm model with
-    ``load_state_dict(strict=True)``.
-
-    Args:
-        model: a model from :func:`create_model` (or loaded from its files).
-        name: architecture name; default ``model.name``.
-    """
-    _, _, want, have, _ = _model_schema(model, name)
-    out = {}
-    for key in want:
-        if key.endswith("num_batches_tracked"):  # torch's int64 step counter
-            count = ops.convert_to_numpy(have[key][0]) if key in have else 0
-            out[key] = np.array(count, dtype=np.int64).reshape(())
-            continue
-        var, layout = have[key]
-        out[key] = to_canonical(np.asarray(ops.convert_to_numpy(var), dtype=np.float32), layout)
-    return out
-
-
-def load_canonical_model(
-    model: keras.Model,
-    state: Mapping[str, np.ndarray],
-    name: str | None = None,
-    strict: bool = True,
-) -> None:
-    """Load canonical tensors (torch names and layouts) into ``model``, in place.
-
-    The target is walked layer by layer; every tensor is fetched by canonical name, its exact
-    shape checked against :func:`eca_multi.archs.schema` of the model's configuration (so an ECA
-    kernel of another size than the model's is an error; build the model from the checkpoint
-    with ``kernel_sizes=kernel_sizes_from_state(name, state)`` instead) and converted with
-    :mod:`eca_multi.weights.layouts`. ``num_batches_tracked`` entries set the BatchNorm counters.
-
-    Args:
-        model: a model from :func:`create_model`.
-        state: canonical name -> array.
-        name: architecture name; default ``model.name``.
-        strict: refuse missing and unexpected keys (shapes are always checked).
-
-    Raises:
-        WeightMismatchError: listing every missing, unexpected and mis-shaped key at once.
-    """
-    name, ks, want, have, (attention, _) = _model_schema(model, name)
-    where = f"Keras {name} (" + (
-        f"ECA kernel sizes {ks})" if attention == "eca" else f"attention {attention!r}, k {ks})"
-    )
-    check_state(want, state, strict=strict, where=where)
-    for key, (var, layout) in have.items():
-        if key in state:
-            var.assign(to_native(np.asarray(state[key]), layout).astype(var.dtype))
-
-
-# ---------------------------------------------------------------------------------------------
-# Keras files
-
-
-def _suffix(path: Path) -> str:
-    for suffix in _SUFFIXES:
-        if path.name.endswith(suffix):
-            return suffix
-    raise ValueError(f"{path}: a Keras weight file must end with .weights.h5 or .keras")
-
-
-def save_weights_file(model: keras.Model, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Save ``model`` as ``.weights.h5`` (weights) or ``.keras`` (whole model), atomically.
-
-    The file is written to a temp name in the target folder, then renamed over ``path``.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-        ValueError: an unsupported suffix.
-    """
-    path = Path(path)
-    suffix = _suffix(path)
-    with atomic_path(path, overwrite=overwrite, suffix=f".tmp{suffix}") as tmp:
-        if suffix == ".keras":
-            model.save(tmp, overwrite=True)
-        else:
-            model.save_weights(tmp, overwrite=True)
-    return path
-
-
-def _h5_kernel_sizes(path: Path, name: str):
-    """ECA kernel sizes stored in a ``.weights.h5`` file (k is read from the kernels' shapes).
-
-    Keras files a model's layers by class and order (``layers/eca``, ``layers/eca_1`` ...), not by
-    layer name; the ECA layers of our models come in plan order, the order of the schema's keys.
-    """
-    import h5py
-
-    keys = [key for key, (_, layout) in schema(name).items() if layout is Layout.CONV1D]
-    state = {}
-    with h5py.File(path, "r") as f:
-        for i, key in enumerate(keys):
-            kernel = f.get(f"layers/eca{f'_{i}' if i else ''}/vars/0")
-            if kernel is not None:
-                state[key] = to_canonical(np.zeros(kernel.shape), Layout.CONV1D)
-    return kernel_sizes_from_state(name, state)
-
-
-def _h5_num_classes(path: Path) -> int | None:
-    """Classifier width stored in a ``.weights.h5`` file: the columns of its one Dense kernel."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        kernel = f.get("layers/dense/vars/0")
-        return None if kernel is None else int(kernel.shape[-1])
-
-
-def load_weights_file(
-    path: str | os.PathLike,
-    name: str,
-    num_classes: int | None = None,
-    kernel_sizes: tuple[int, ...] | Mapping[int, int] | None = None,
-    data_format: str | None = None,
-    attention: str | None = "eca",
-    attention_kwargs: Mapping[str, Any] | None = None,
-) -> keras.Model:
-    """Load a model saved by :func:`save_weights_file`.
-
-    ``.keras`` archives load with ``keras.saving.load_model`` (the ECA and pooling layers are
-    registered); if ``num_classes``, ``kernel_sizes`` or ``data_format`` is given, a model of that
-    configuration is built and the archive's weights are moved into it through the canonical
-    format (strictly). ``.weights.h5`` files load into ``create_model(...)``; ECA kernel sizes
-    and ``num_classes`` default to the ones stored in the file. ``attention`` /
-    ``attention_kwargs`` (as in :func:`create_model`) say which attention a ``.weights.h5`` file's
-    model carries (a mismatch is a ValueError); a ``.keras`` archive carries its own.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a model of ``name`` or does not fit the requested
-            configuration (including a :class:`~eca_multi.weights.WeightMismatchError`).
-    """
-    path = Path(path)
-    suffix = _suffix(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no Keras weight file at {path}")
-    if suffix == ".keras":
-        try:
-            with _recursion_limit():
-                loaded = keras.saving.load_model(path)
-        except Exception as e:  # zip / h5 / config errors from deep inside Keras
-            raise ValueError(f"{path} is not a readable .keras archive ({e})") from e
-        if loaded.name != name:
-            raise ValueError(f"{path} holds a {loaded.name!r} model, not {name!r}")
-        if num_classes is None and kernel_sizes is None and data_format is None:
-            return link_pooled_through(loaded)
-        _, stored, want, _, (att, att_kw) = _model_schema(loaded, name)
-        num_classes = want[f"{_head(name)}.bias"][0][0] if num_classes is None else num_classes
-        ks = stored if kernel_sizes is None else kernel_sizes
-        model = create_model(name, num_classes, ks, data_format, None, att, att_kw)
-        load_canonical_model(model, export_canonical_model(loaded))
-        return model
-    try:
-        # ECA kernel sizes are read from the file; other kinds take kernel_sizes as given
-        stored = _h5_kernel_sizes(path, name) if attention == "eca" else kernel_sizes
-        if num_classes is None:
-            num_classes = _h5_num_classes(path)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable {name} .weights.h5 file ({e})") from e
-    if kernel_sizes is not None and _as_key(kernel_sizes) != _as_key(stored):
-        raise ValueError(
-            f"{path}: ECA kernel sizes {stored} in the file differ from the requested "
-            f"{kernel_sizes}"
-        )
-    model = create_model(name, num_classes, stored, data_format, None, attention, attention_kwargs)
-    try:
-        with warnings.catch_warnings():  # a failed load also warns about Functional internals
-            warnings.filterwarnings("ignore", message="Skipping nested container")
-            model.load_weights(path)
-    except Exception as e:  # a shape or structure mismatch raised deep inside Keras
-        raise ValueError(f"{path} does not fit a Keras {name} ({e})") from e
-    return model
-
-
-def _as_key(kernel_sizes):
-    return dict(kernel_sizes) if isinstance(kernel_sizes, Mapping) else tuple(kernel_sizes)

@@ -11,8 +11,8 @@ The rest of the paper's channel-attention family (:mod:`eca_multi.torch.family`)
 config, and every model builder takes ``attention=`` / ``attention_kwargs=``.
 """
 
-from .canonical import export_canonical, load_canonical
 from .family import ECANS, SE, SEGC, SEVar1, SEVar2, SEVar3, from_config, make_attention
+from .io import export_canonical, export_canonical_model, load_canonical, load_canonical_model
 from .layer import ECA
 from .models import (
     create_model,
@@ -22,8 +22,6 @@ from .models import (
     eca_resnet50,
     eca_resnet101,
     eca_resnet152,
-    export_canonical_model,
-    load_canonical_model,
 )
 
 __all__ = [

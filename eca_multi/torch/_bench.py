@@ -15,13 +15,9 @@ from torch import nn
 from ..benchmark import DTYPES, LAYER_SHAPES, QUICK_SHAPES, inference_reps, paired, shape_id
 from . import ECA
 
-__all__ = ["environment", "run"]
+__all__ = ["run"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def environment() -> dict:
-    return {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def _floor(x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +44,7 @@ def _mode_rows(shape, dtype: str, mode: str, reps: int) -> list[dict]:
         layer = ECA(channels=shape[1])
     eca_fn, floor_fn = layer, _floor
     if mode == "compile":
-        torch._dynamo.reset()  # fresh guards per shape: never hit the recompile limit
+        torch.compiler.reset()  # fresh guards per shape: never hit the recompile limit
         eca_fn = torch.compile(lambda t: layer(t), fullgraph=True, dynamic=False)
         floor_fn = torch.compile(_floor, fullgraph=True, dynamic=False)
     base = {"framework": "torch", "mode": mode, "shape": shape_id(shape), "dtype": dtype}
@@ -139,11 +135,12 @@ def run(opts: dict) -> list[dict]:
     shapes = QUICK_SHAPES if quick else LAYER_SHAPES
     modes = ("eager", "compile", "channels_last", "timm")
     rows = []
-    for dtype in DTYPES[:1] if quick else DTYPES:
-        for i, shape in enumerate(shapes):
-            # quick (smoke) runs compile one shape only: each compile costs seconds
-            use = modes if not quick or i == 0 else tuple(m for m in modes if m != "compile")
-            rows += _layer_rows(shape, dtype, use, reps)
+    if opts.get("layers", True):
+        for dtype in DTYPES[:1] if quick else DTYPES:
+            for i, shape in enumerate(shapes):
+                # quick (smoke) runs compile one shape only: each compile costs seconds
+                use = modes if not quick or i == 0 else tuple(m for m in modes if m != "compile")
+                rows += _layer_rows(shape, dtype, use, reps)
     if opts.get("models", True):
         rows += _model_rows(quick, reps)
     return rows

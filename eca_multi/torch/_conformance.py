@@ -14,8 +14,8 @@ import torch
 
 from ..conformance.generate import golden_params
 from ..family import ATTENTIONS, attention_schema
-from .canonical import load_canonical
 from .family import make_attention
+from .io import load_canonical, versions
 
 __all__ = ["ATTENTIONS", "VARIANTS", "run_case", "setup"]
 
@@ -29,8 +29,7 @@ def setup() -> dict:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return {"torch": torch.__version__, "device": device}
+    return versions()
 
 
 def _device() -> torch.device:
@@ -43,7 +42,7 @@ def _forward(layer: torch.nn.Module, variant: str):
     if variant == "compile":
         # each case builds a new layer and usually new shapes: start from a clean dynamo cache so
         # guards from earlier cases never pile up into the recompile limit (eager fallback)
-        torch._dynamo.reset()
+        torch.compiler.reset()
         return torch.compile(lambda x: layer(x), fullgraph=True, dynamic=False)
     raise ValueError(f"unknown torch conformance variant {variant!r}; known: {', '.join(VARIANTS)}")
 

@@ -15,10 +15,12 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..spec import check_input
 
 __all__ = [
+    "BATCH_NORMS",
     "Gated",
     "accumulation_dtype",
     "full_precision",
@@ -29,6 +31,8 @@ __all__ = [
 ]
 
 _NO_CONTEXT = contextlib.nullcontext()
+# every BatchNorm torch ships, by its public classes (timm's BatchNormAct2d subclasses BatchNorm2d)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def full_precision(device: torch.device):
@@ -82,10 +86,13 @@ def scale_add(x: torch.Tensor, s: torch.Tensor, residual: torch.Tensor, config) 
 
 
 class Gated:
-    """Mixin for every torch attention module: ``forward``, ``forward_residual``, ``repr`` and the
-    shared input check (:func:`check_input`) run once per new (shape, dtype) in eager mode.
+    """Mixin for every torch attention module: ``forward``, ``repr`` and the shared input check
+    (:func:`check_input`) run once per new (shape, dtype) in eager mode.
 
-    Needs ``self.config`` and ``self.attention(x, pooled=None)`` (the (N, C) gate). The check is
+    Needs ``self.config`` and ``self.attention(x, pooled=None)``, the (N, C) gate: the one entry
+    point besides the plain call. Fusions (the gate multiply folded into a block's residual add,
+    :func:`scale_add`; pooling through the block's last 1x1 conv) belong to the blocks that own
+    those layers (:mod:`eca_multi.torch.models`). The check is
     pure Python on the shape and dtype (about 10 us a call); a passing (shape, dtype) is
     remembered so repeated calls skip it. Under torch.compile it runs at trace time (shapes are
     static there), so compiled graphs never pay for it.
@@ -111,17 +118,6 @@ class Gated:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         return scale(x, self.attention(x), self.config)  # broadcast over the spatial axes
-
-    def forward_residual(
-        self, x: torch.Tensor, residual: torch.Tensor, pooled: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``residual + self(x)`` with the gate multiply fused into the add (one memory pass).
-
-        What a residual block does after its attention; saves writing and re-reading ``x * s``.
-        ``pooled``: x's (N, C) spatial mean when the caller already has it (see ``attention``).
-        """
-        self._check(x)
-        return scale_add(x, self.attention(x, pooled), residual, self.config)
 
     def __repr__(self) -> str:
         return self.config.describe(type(self).__name__)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..deploy import check, compare_states, layer_case, layer_reference, model_inputs
+from . import _ops
 from .layer import ECA
 from .models import create_model, randomize_batchnorm_
 
@@ -36,23 +37,12 @@ __all__ = [
     "export_onnx",
     "export_program",
     "run_export_matrix",
-    "versions",
 ]
 
 # torch.jit.script cannot compile the layer's Python-side config and input check; the message
 # names the layer's source (a model's second attempt in one process: "Can't redefine method:
 # forward on class: __torch__.eca_multi.torch.layer...ECA")
 SCRIPT_UNSUPPORTED = ("RuntimeError", r"eca_multi[/.]torch[/.](layer|_ops)")
-
-
-def versions() -> dict:
-    out = {"torch": torch.__version__}
-    for name in ("onnx", "onnxscript", "onnxruntime"):
-        try:
-            out[name] = __import__(name).__version__
-        except ImportError:
-            out[name] = "missing"
-    return out
 
 
 def dynamic_shapes(min_side: int) -> dict:
@@ -180,7 +170,7 @@ def train_steps(
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     model.train()
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, _ops.BATCH_NORMS):
             m.eval()  # NOTE: frozen BN statistics (see the docstring)
     for x, y in batches:
         n = x.shape[0] // world

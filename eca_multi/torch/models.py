@@ -17,7 +17,8 @@ plain network) and ``attention_kwargs=``: the block's attention module, built by
 keep their own init (:func:`eca_multi.family.init_bounds`); convs and BatchNorms get torchvision's.
 
 Canonical model weights are the ``state_dict`` as NumPy arrays, ``num_batches_tracked`` included:
-:func:`export_canonical_model` / :func:`load_canonical_model` work for any ``nn.Module``.
+:func:`eca_multi.torch.io.export_canonical_model` / ``load_canonical_model`` work for any
+``nn.Module``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from .. import archs
-from ..weights import check_state
-from ..weights.layouts import Layout
+from . import _ops
 from ._ops import full_precision, pool
 from .family import CLASSES, from_config
 
@@ -46,8 +45,6 @@ __all__ = [
     "eca_resnet50",
     "eca_resnet101",
     "eca_resnet152",
-    "export_canonical_model",
-    "load_canonical_model",
     "model_kernel_sizes",
     "randomize_batchnorm_",
 ]
@@ -89,7 +86,7 @@ class ECABlock(nn.Module):
         cfg = plan.attention_config()  # ECA / ECA-NS: k from the plan, not the rule
         setattr(self, plan.eca_attr, None if cfg is None else from_config(cfg))
         # inference: the attention pools conv3's 4x smaller input (archs.pools_through_last_conv)
-        self.pool_early = cfg is not None and archs.pools_through_last_conv(plan)
+        self.pools_through = cfg is not None and archs.pools_through_last_conv(plan)
         ds = archs.downsample_convs(plan)
         if plan.downsample == "conv":
             ((conv, _),) = ds
@@ -113,23 +110,25 @@ class ECABlock(nn.Module):
             conv, bn = getattr(self, conv), getattr(self, bn)
             if (
                 i == len(self.pairs) - 1
-                and self.pool_early
+                and self.pools_through
                 and not self.training
                 and archs.pool_through_pays(conv.in_channels, out.shape[-2] * out.shape[-1])
             ):
-                pooled = _pooled_through(out, conv, bn, attention)  # conv3's 4x smaller input
+                pooled = _pool_through(out, conv, bn, attention)  # conv3's 4x smaller input
             out = bn(conv(out))
             if i < len(self.pairs) - 1:
                 out = self.relu(out)
         identity = x if self.downsample is None else self.downsample(x)
         if attention is None:
             return self.relu(out + identity)
-        # after the last BN, before the residual add: identity + out * s in one op (addcmul), the
-        # same values as attention(out) + identity without writing and re-reading out * s
-        return self.relu(attention.forward_residual(out, identity, pooled))
+        # after the last BN, before the residual add: the block fuses the gate multiply into the
+        # add, identity + out * s in one op (addcmul), the same values as attention(out) +
+        # identity without writing and re-reading out * s
+        s = attention.attention(out, pooled)  # the (N, C) gate
+        return self.relu(_ops.scale_add(out, s, identity, attention.config))
 
 
-def _pooled_through(
+def _pool_through(
     h: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, attention: nn.Module
 ) -> torch.Tensor | None:
     """The spatial mean of ``bn(conv(h))`` from the mean of ``h`` (a 1x1 conv, BN on running
@@ -195,7 +194,7 @@ class ECAResNet(nn.Module):
         self.bn1 = _bn(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # torch pads with -inf
-        blocks = archs.resnet_blocks(arch, kernel_sizes, attention, attention_kwargs)
+        blocks = arch.blocks(kernel_sizes, attention, attention_kwargs)
         for stage in range(1, len(arch.layers) + 1):
             layer = [ECABlock(b) for b in blocks if b.prefix.startswith(f"layer{stage}.")]
             setattr(self, f"layer{stage}", nn.Sequential(*layer))
@@ -264,7 +263,7 @@ class ECAMobileNetV2(nn.Module):
         _remember(self, kernel_sizes, attention, attention_kwargs)
         stem = archs.ConvPlan("features.0.0", 3, arch.input_channel, 3, 2)
         ks = dict(kernel_sizes) if kernel_sizes else None
-        blocks = archs.mobilenet_v2_blocks(arch, ks, attention, attention_kwargs)
+        blocks = arch.blocks(ks, attention, attention_kwargs)
         last = archs.ConvPlan(f"features.{len(blocks) + 1}.0", blocks[-1].oup, arch.last_channel, 1)
         self.features = nn.Sequential(
             nn.Sequential(_conv(stem), _bn(stem.cout), nn.ReLU6(inplace=True)),
@@ -284,7 +283,7 @@ _ATTENTION_TYPES = tuple(CLASSES.values())
 
 
 def _remember(model: nn.Module, kernel_sizes, attention, attention_kwargs) -> None:
-    """Record the build arguments that :func:`load_canonical_model` needs for the schema."""
+    """Record the build arguments that :func:`eca_multi.torch.io.load_canonical_model` needs."""
     archs.resolve_attention(attention, attention_kwargs)  # a clear error before any layer is built
     model.kernel_sizes_arg = kernel_sizes
     model.attention = attention
@@ -414,11 +413,11 @@ def _timm_model(
     _remember(model, kernel_sizes, attention, attention_kwargs)
     if attention != "eca" or attention_kwargs:  # our module in each block's ``se`` (or none)
         arch = archs.get_arch(name)
-        for b in archs.resnet_blocks(arch, kernel_sizes, attention, attention_kwargs):
+        for b in arch.blocks(kernel_sizes, attention, attention_kwargs):
             cfg = b.attention_config()
             model.get_submodule(b.prefix).se = None if cfg is None else from_config(cfg)
     elif kernel_sizes is not None:  # timm's rule sets k; swap in an ECA of the requested k
-        for b in archs.resnet_blocks(archs.get_arch(name), tuple(kernel_sizes)):
+        for b in archs.get_arch(name).blocks(tuple(kernel_sizes)):
             block = model.get_submodule(b.prefix)
             if block.se.conv.kernel_size[0] != b.k:
                 block.se = EcaModule(channels=None, kernel_size=b.k)
@@ -472,69 +471,6 @@ def model_kernel_sizes(name: str, model: nn.Module):
     return archs.kernel_sizes_from_state(name, model.state_dict())
 
 
-def _num_classes(name: str, state: Mapping[str, Any]) -> int:
-    key = "classifier.1.weight" if name == "eca_mobilenet_v2" else "fc.weight"
-    return int(state[key].shape[0])
-
-
-def export_canonical_model(model: nn.Module) -> dict[str, np.ndarray]:
-    """The model's ``state_dict`` as NumPy arrays (canonical: torch names and layouts).
-
-    BatchNorm ``num_batches_tracked`` stays an int64 scalar so the file loads with strict=True.
-    """
-    return {k: v.detach().to("cpu").numpy().copy() for k, v in model.state_dict().items()}
-
-
-def load_canonical_model(
-    model: nn.Module, state: Mapping[str, Any], name: str | None = None, strict: bool = True
-) -> None:
-    """Load canonical weights into any torch model in place.
-
-    Args:
-        model: the target (our models or timm's).
-        state: canonical name -> array (NumPy or torch).
-        name: architecture name; when given, ``state`` is checked against
-            :func:`eca_multi.archs.schema` with the model's own class count, kernel sizes and
-            attention (the ``attention`` / ``attention_kwargs`` it was built with; "eca" for a
-            model without them, e.g. one timm built).
-        strict: fail on missing or unexpected keys (shapes are always checked).
-
-    Raises:
-        WeightMismatchError: every missing / unexpected / mis-shaped key at once (a wrong ECA
-            kernel size shows as a shape mismatch of ``...conv.weight``).
-    """
-    own = model.state_dict()
-    if name is not None:
-        attention = getattr(model, "attention", "eca")
-        kwargs = getattr(model, "attention_kwargs", None) or None
-        if attention == "eca":  # k of the built model, read from its shapes
-            ks = archs.kernel_sizes_from_state(name, own)
-        else:  # k (ECA-NS) as the model was built
-            ks = getattr(model, "kernel_sizes_arg", None)
-        schema = archs.schema(name, _num_classes(name, own), ks, attention, kwargs)
-        if list(schema) != list(own):
-            raise ValueError(f"the model does not have {name}'s canonical keys")
-    else:
-        schema = {k: (tuple(v.shape), Layout.NONE) for k, v in own.items()}
-    arrays = {
-        k: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v)
-        for k, v in state.items()
-    }
-    check_state(schema, arrays, strict=strict, where=name or type(model).__name__)
-    tensors = {k: torch.from_numpy(np.asarray(a, order="C")) for k, a in arrays.items() if k in own}
-    model.load_state_dict(tensors, strict=strict)
-
-
-def _branch_end_bns(name: str | None) -> set[str]:
-    """Names of the BatchNorms that end a residual branch (before ECA and the add)."""
-    if name is None or name not in archs.ARCHS:
-        return set()
-    arch = archs.get_arch(name)
-    if isinstance(arch, archs.MobileNetV2Arch):
-        return {b.convs()[-1][1] for b in archs.mobilenet_v2_blocks(arch)}
-    return {archs.block_convs(b)[-1][1] for b in archs.resnet_blocks(arch)}
-
-
 def randomize_batchnorm_(
     model: nn.Module, seed: int = 0, name: str | None = None, image_size: int = 128
 ) -> nn.Module:
@@ -559,9 +495,9 @@ def randomize_batchnorm_(
         or getattr(model, "arch_name", None)
         or getattr(model, "pretrained_cfg", {}).get("architecture")
     )
-    last = _branch_end_bns(name)
+    last = archs.branch_end_bns(name) if name in archs.ARCHS else set()
     g = torch.Generator().manual_seed(seed)
-    bns = {k: m for k, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    bns = {k: m for k, m in model.named_modules() if isinstance(m, _ops.BATCH_NORMS)}
     with torch.no_grad():
         for key, bn in bns.items():
             lo, hi = (0.2, 0.6) if key in last else (0.5, 1.5)

@@ -1,6 +1,6 @@
-"""Source readers: any supported checkpoint file -> canonical weights, detected by content.
+"""Weight files, framework-free: recognising a container by its bytes, reading the canonical ones.
 
-Formats (:func:`detect_format` looks at the bytes, never only at the name):
+The formats a port reads (:data:`eca_multi.registry.FORMATS` says which backend runs each):
 
 =====================  ==========================================================================
 ``official``           the ECA-Net authors' checkpoints: ``torch.save`` of ``{'epoch', 'arch',
@@ -11,18 +11,24 @@ Formats (:func:`detect_format` looks at the bytes, never only at the name):
 ``npz``                canonical weights in a NumPy ``.npz`` (no pickles).
 ``keras-weights``      our Keras ``.weights.h5`` (HDF5).
 ``keras-archive``      our Keras ``.keras`` (zip with ``config.json``).
-``flax``               our Flax NNX export (msgpack, see :mod:`eca_multi.flax.models`).
+``flax``               our Flax NNX export (msgpack, see :mod:`eca_multi.flax.io`).
 =====================  ==========================================================================
 
-Safety: torch files are only ever read with ``torch.load(..., weights_only=True)``, so a pickle
-that carries code is refused, never run; ``.npz`` loads with ``allow_pickle=False``. A truncated or
-corrupt file raises :class:`SourceError` (a ``ValueError``) naming the file and the format.
+:func:`sniff` names the *container* from the file's bytes without importing any framework
+("torch" for both torch formats: telling them apart needs ``torch.load``, which the torch
+backend's io does with ``weights_only=True``). Safetensors and ``.npz`` are read here
+(:func:`read_container`, ``allow_pickle=False``); every other container is read by its backend's
+io (:mod:`eca_multi.port` dispatches through :mod:`eca_multi.registry`). :func:`finish_source`
+then checks any source's canonical state the same way: kernel sizes from the weights' shapes,
+classes from the classifier, every missing / unexpected / mis-shaped key at once.
 
-This module imports no framework at import time; each reader imports the one it needs.
+A truncated or corrupt file raises :class:`SourceError` (a ``ValueError``) naming the file and the
+format.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -34,21 +40,23 @@ from typing import Any
 import numpy as np
 
 from .. import archs
+from ..registry import framework_of
 from .io import load_file
 from .layouts import Layout
 from .schema import WeightMismatchError, check_state
 
 __all__ = [
+    "CONTAINERS",
     "FORMATS",
     "SourceError",
-    "arch_kernel_sizes",
     "describe",
-    "detect_format",
-    "framework_of",
-    "import_torch_first",
-    "num_classes_from_state",
-    "read_source",
+    "finish_source",
+    "read_container",
     "resolve_kernel_sizes",
+    "short_error",
+    "source_errors",
+    "sniff",
+    "strip_prefix",
 ]
 
 FORMATS = (
@@ -60,27 +68,13 @@ FORMATS = (
     "keras-archive",
     "flax",
 )
-_FRAMEWORK = {
-    "official": "torch",
-    "torch-state-dict": "torch",
-    "safetensors": "torch",
-    "npz": "torch",
-    "keras-weights": "keras",
-    "keras-archive": "keras",
-    "flax": "flax",
-}
+CONTAINERS = ("torch", "safetensors", "npz", "keras-weights", "keras-archive", "flax")
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 _FLAX_MAGIC = b"eca-multi-flax-nnx"  # the "format" value our Flax export stores first
-_OFFICIAL_META = ("epoch", "arch", "best_prec1")
 
 
 class SourceError(ValueError):
     """A weight file that cannot be read: unknown, truncated, corrupt or unsafe."""
-
-
-def framework_of(fmt: str) -> str:
-    """The framework whose model a source format runs in: "torch", "keras" or "flax"."""
-    return _FRAMEWORK[fmt]
 
 
 def _suffix_hint(path: Path) -> str:
@@ -101,8 +95,13 @@ def _suffix_hint(path: Path) -> str:
     return "unknown"
 
 
-def _sniff(path: Path) -> str:
-    """The container by its bytes: "torch", "safetensors", "npz", "keras-weights" ... ."""
+def sniff(path: str | os.PathLike) -> str:
+    """The container by its bytes (one of :data:`CONTAINERS`); no framework is imported.
+
+    Raises:
+        FileNotFoundError: no such file. SourceError: empty, truncated or unrecognised.
+    """
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weight file at {path}")
     size = path.stat().st_size
@@ -149,101 +148,21 @@ def _sniff_zip(path: Path) -> str:
     raise SourceError(f"{path}: a zip file that is no torch, .npz or .keras weight file")
 
 
-def _torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)``: tensors and plain containers only, no code runs."""
-    try:
-        import torch
-    except ImportError as e:
-        raise ImportError(f"{path} is a torch file; reading it needs torch installed") from e
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError (unsafe), RuntimeError (corrupt zip), EOF ...
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            raise SourceError(
-                f"{path}: refused to load: the torch pickle holds objects other than tensors and "
-                "plain containers (possibly code); nothing in it was executed. Only weights_only "
-                f"checkpoints are supported. ({type(e).__name__}: {str(e).splitlines()[0]})"
-            ) from None
-        raise SourceError(
-            f"{path}: truncated or corrupt torch file ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else 'no detail'})"
-        ) from None
-
-
-def _classify_torch(obj: Any, path: Path) -> str:
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        return "official"
-    if isinstance(obj, Mapping) and obj and all(_is_tensor(v) for v in obj.values()):
-        return "torch-state-dict"
-    keys = list(obj)[:8] if isinstance(obj, Mapping) else "-"
-    raise SourceError(
-        f"{path}: a torch file without a state_dict (found {type(obj).__name__} with keys {keys})"
-    )
-
-
-def _is_tensor(v: Any) -> bool:
-    return type(v).__module__.startswith("torch") and hasattr(v, "shape")
-
-
-def detect_format(path: str | os.PathLike) -> str:
-    """The source format of a weight file by its content (see :data:`FORMATS`).
-
-    Torch files are opened with ``weights_only=True`` to tell an official checkpoint from a bare
-    state_dict.
-
-    Raises:
-        FileNotFoundError: no such file.
-        SourceError: empty, truncated, corrupt, unsafe or of an unknown kind.
-    """
-    path = Path(path)
-    kind = _sniff(path)
-    if kind != "torch":
-        return kind
-    return _classify_torch(_torch_load(path), path)
-
-
 # ---------------------------------------------------------------------------------------------
 # readers: each returns (canonical state, info)
 
 
-def _tensor_to_numpy(v: Any) -> np.ndarray:
-    import torch
-
-    v = v.detach().to("cpu")
-    if v.is_floating_point() and v.dtype != torch.float32:
-        v = v.float()  # canonical weights are float32 (bf16 / fp16 widen exactly)
-    return v.numpy().copy()
-
-
-def _strip(state: Mapping[str, Any], prefix: str = "module.") -> tuple[dict[str, Any], bool]:
+def strip_prefix(state: Mapping[str, Any], prefix: str = "module.") -> tuple[dict[str, Any], bool]:
     if state and all(k.startswith(prefix) for k in state):  # DataParallel's prefix
         return {k[len(prefix) :]: v for k, v in state.items()}, True
     return dict(state), False
 
 
-def _scalar(v: Any) -> Any:
-    if _is_tensor(v):
-        return v.item() if v.numel() == 1 else None
-    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
-
-
-def _read_torch(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    obj = _torch_load(path)
-    fmt = _classify_torch(obj, path)
-    info: dict[str, Any] = {"format": fmt}
-    sd = obj["state_dict"] if fmt == "official" else obj
-    if fmt == "official":
-        info.update({k: _scalar(obj[k]) for k in _OFFICIAL_META if k in obj})
-        info["has_optimizer"] = "optimizer" in obj
-    sd, stripped = _strip(sd)
-    info["prefix_stripped"] = "module." if stripped else ""
-    bad = [k for k, v in sd.items() if not _is_tensor(v)]
-    if bad:
-        raise SourceError(f"{path}: state_dict entries that are no tensors: {bad[:8]}")
-    return {k: _tensor_to_numpy(v) for k, v in sd.items()}, info
-
-
-def _read_container(path: Path, kind: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def read_container(
+    path: str | os.PathLike, kind: str
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A safetensors or ``.npz`` file as (state, info), without any framework."""
+    path = Path(path)
     try:
         state, meta = load_file(path)  # safetensors / npz without any framework
     except ValueError as e:
@@ -254,61 +173,40 @@ def _read_container(path: Path, kind: str) -> tuple[dict[str, np.ndarray], dict[
         "metadata": dict(meta),
         "canonical": meta.get("format") == "eca-multi canonical",
     }
-    state, stripped = _strip(state)
+    state, stripped = strip_prefix(state)
     info["prefix_stripped"] = "module." if stripped else ""
     return state, info
 
 
-def _short(e: BaseException, limit: int = 400) -> str:
+def short_error(e: BaseException, limit: int = 400) -> str:
     """A framework's error text, cut short (Keras puts whole arrays in its messages)."""
     text = str(e)
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def import_torch_first() -> None:
-    """Import torch and torch._dynamo (it loads triton) before Keras brings in TensorFlow.
+@contextlib.contextmanager
+def source_errors(path: str | os.PathLike, what: str, kind: str):
+    """Turn a framework loader's errors into one :class:`SourceError` naming the file.
 
-    triton imported after TensorFlow segfaults, and a port may need Keras first and timm (which
-    imports torch._dynamo through torchvision) later.
+    Args:
+        path: the file being read.
+        what: what it was read as, e.g. "a Keras eca_resnet50 (keras-weights)".
+        kind: the file kind, e.g. "keras-weights file", for a corrupt file's message.
+
+    A :class:`WeightMismatchError` passes unchanged (it already lists every bad key); a
+    ``ValueError`` says the file is no ``what``; anything else (h5py, zip, msgpack errors from
+    deep inside a framework) says the file is truncated or corrupt.
     """
     try:
-        import torch  # noqa: F401
-        import torch._dynamo  # noqa: F401
-    except ImportError:
-        pass
-
-
-def _read_keras(path: Path, arch: str, kind: str, num_classes: int | None):
-    import_torch_first()
-    from ..keras import models as km  # imports keras
-
-    try:
-        model = km.load_weights_file(path, arch, num_classes=num_classes)
+        yield
     except WeightMismatchError:
-        raise  # already lists every bad key
+        raise
     except ValueError as e:
-        raise SourceError(f"{path}: cannot read as a Keras {arch} ({kind}): {_short(e)}") from None
-    except Exception as e:  # h5py / zip / deserialization errors from deep inside Keras
-        raise SourceError(
-            f"{path}: truncated or corrupt {kind} file ({type(e).__name__}: {_short(e)})"
-        ) from None
-    return km.export_canonical_model(model, arch), {"format": kind}
-
-
-def _read_flax(path: Path, arch: str, num_classes: int | None):
-    from ..flax import models as fm  # imports jax / flax
-
-    try:
-        model = fm.load_weights_file(path, arch, num_classes, kernel_sizes="checkpoint")
-    except WeightMismatchError:
-        raise  # already lists every bad key
-    except ValueError as e:
-        raise SourceError(f"{path}: cannot read as a Flax {arch} export: {_short(e)}") from None
+        raise SourceError(f"{path}: cannot read as {what}: {short_error(e)}") from None
     except Exception as e:
         raise SourceError(
-            f"{path}: truncated or corrupt Flax export ({type(e).__name__}: {_short(e)})"
+            f"{path}: truncated or corrupt {kind} ({type(e).__name__}: {short_error(e)})"
         ) from None
-    return fm.export_canonical_model(model), {"format": "flax"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,15 +219,6 @@ def _ks_key(ks: Any) -> Any:
         if isinstance(ks, Mapping)
         else tuple(int(k) for k in ks)
     )
-
-
-def arch_kernel_sizes(arch: str) -> tuple[int, ...] | dict[int, int]:
-    """The kernel sizes an architecture specifies (published per stage, "k13", or timm's rule)."""
-    a = archs.get_arch(arch)
-    if isinstance(a, archs.MobileNetV2Arch):
-        return {b.index: b.k for b in archs.mobilenet_v2_blocks(a)}
-    per_stage = {int(b.prefix[5]): b.k for b in archs.resnet_blocks(a)}
-    return tuple(per_stage[i] for i in sorted(per_stage))
 
 
 def resolve_kernel_sizes(
@@ -349,7 +238,7 @@ def resolve_kernel_sizes(
     """
     if isinstance(kernel_sizes, str) and kernel_sizes != "checkpoint":
         raise ValueError(f"kernel_sizes must be None, 'checkpoint' or sizes, got {kernel_sizes!r}")
-    want = arch_kernel_sizes(arch) if kernel_sizes is None else kernel_sizes
+    want = archs.default_kernel_sizes(arch) if kernel_sizes is None else kernel_sizes
     eca_keys = [k for k, (_, lay) in archs.schema(arch).items() if lay is Layout.CONV1D]
     if any(k not in state for k in eca_keys):  # leave the full key listing to check_state
         return None if isinstance(want, str) else want
@@ -365,11 +254,6 @@ def resolve_kernel_sizes(
     return found
 
 
-def num_classes_from_state(arch: str, state: Mapping[str, Any]) -> int | None:
-    key = "classifier.1.weight" if arch == "eca_mobilenet_v2" else "fc.weight"
-    return int(np.shape(state[key])[0]) if key in state else None
-
-
 def _fill_batch_counters(arch_schema: Mapping, state: dict[str, Any]) -> int:
     """Checkpoints from torch < 0.4.1 lack ``num_batches_tracked``: add zeros (torch does too)."""
     n = 0
@@ -381,46 +265,37 @@ def _fill_batch_counters(arch_schema: Mapping, state: dict[str, Any]) -> int:
     return n
 
 
-def read_source(
+def finish_source(
     path: str | os.PathLike,
     arch: str,
-    *,
-    strict: bool = True,
+    state: dict[str, Any],
+    info: dict[str, Any],
     kernel_sizes: Any = None,
     num_classes: int | None = None,
+    strict: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read any supported weight file as canonical weights of ``arch``, checked strictly.
+    """Check a source's canonical state against ``arch`` and complete its info.
 
     Args:
-        path: the weight file (format detected by content).
+        path: the file it came from (for messages and ``info["path"]``).
         arch: architecture name of :data:`eca_multi.archs.ARCHS`.
-        strict: fail on missing or unexpected keys (shapes are always checked).
+        state: canonical weights as read (``module.`` prefix already stripped).
+        info: the reader's info; must hold "format".
         kernel_sizes: None (the architecture's), explicit sizes, or ``"checkpoint"`` to accept
             whatever the weights hold.
-        num_classes: classifier width; default read from the checkpoint.
+        num_classes: classifier width; default read from the state.
+        strict: fail on missing or unexpected keys (shapes are always checked).
 
     Returns:
-        (canonical state in schema order, info) where info holds "format", "framework",
-        "kernel_sizes", "num_classes", "path" and format metadata (official: epoch, arch,
-        best_prec1; safetensors: metadata).
+        (state in schema order, info) where info also holds "framework", "kernel_sizes",
+        "num_classes", "path", "arch_name", "tensors" and "filled_num_batches_tracked".
 
     Raises:
-        FileNotFoundError, SourceError (unreadable / unsafe), ValueError (kernel sizes),
-        WeightMismatchError (every missing / unexpected / mis-shaped key at once).
+        ValueError (kernel sizes), WeightMismatchError (every bad key at once).
     """
     path = Path(path)
-    archs.get_arch(arch)
-    kind = _sniff(path)
-    if kind == "torch":
-        state, info = _read_torch(path)
-    elif kind in ("safetensors", "npz"):
-        state, info = _read_container(path, kind)
-    elif kind in ("keras-weights", "keras-archive"):
-        state, info = _read_keras(path, arch, kind, num_classes)
-    else:
-        state, info = _read_flax(path, arch, num_classes)
     ks = resolve_kernel_sizes(arch, state, kernel_sizes, where=str(path))
-    nc = num_classes_from_state(arch, state) if num_classes is None else num_classes
+    nc = archs.num_classes_from_state(arch, state) if num_classes is None else num_classes
     schema = archs.schema(arch, nc, ks)
     info["filled_num_batches_tracked"] = _fill_batch_counters(schema, state)
     check_state(schema, state, strict=strict, where=f"{arch} ({path.name}, {info['format']})")
@@ -430,7 +305,7 @@ def read_source(
         path=str(path),
         arch_name=arch,
         framework=framework_of(info["format"]),
-        kernel_sizes=ks if ks is not None else arch_kernel_sizes(arch),
+        kernel_sizes=ks if ks is not None else archs.default_kernel_sizes(arch),
         num_classes=nc,
         tensors=len(ordered),
     )

@@ -35,7 +35,8 @@ from eca_multi.flax import (
     load_canonical,
     make_attention,
 )
-from eca_multi.flax.models import abstract_model, load_canonical_model
+from eca_multi.flax.io import load_canonical_model
+from eca_multi.flax.models import abstract_model
 from eca_multi.weights import WeightMismatchError
 
 KINDS = tuple(k for k in ATTENTIONS if k != "eca")
@@ -369,7 +370,7 @@ def test_eca_resnet50_forward_backward_and_param_count(kind):
 def test_models_canonical_keys_and_msgpack_round_trip(name, kind, kwargs, tmp_path):
     """The model's canonical export is exactly archs.schema(..., attention) (key order and
     shapes), strict loading round-trips it, and our msgpack export records the attention."""
-    from eca_multi.flax.models import export_canonical_model, load_weights_file, save_weights_file
+    from eca_multi.flax.io import export_canonical_model, load_weights_file, save_weights_file
 
     schema = archs.schema(name, 10, None, kind, kwargs)
     model = abstract_model(name, 10, attention=kind, attention_kwargs=kwargs)

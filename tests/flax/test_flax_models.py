@@ -18,18 +18,14 @@ from common import OFFICIAL_PARAMS, read_through_source_file
 from flax import nnx
 
 from eca_multi import archs
-from eca_multi.flax.models import (
-    ECABlock,
-    _AvgPoolCeil,
-    _max_pool,
-    abstract_model,
-    create_model,
+from eca_multi.flax.io import (
     export_canonical_model,
     is_flax_export,
     load_canonical_model,
     load_weights_file,
     save_weights_file,
 )
+from eca_multi.flax.models import ECABlock, _AvgPoolCeil, _max_pool, abstract_model, create_model
 from eca_multi.weights import WeightMismatchError
 
 ATOL = 1e-4  # the acceptance bound on max abs logit difference
@@ -395,12 +391,12 @@ def test_max_pool_matches_torch(h, w):
     assert np.array_equal(out, ref)  # a max is exact; all-negative input: padding never wins
 
 
-def _set_pool_early(model, on: bool) -> list[bool]:
+def _set_pools_through(model, on: bool) -> list[bool]:
     flags = []
     for _, node in nnx.iter_graph(model):
         if isinstance(node, ECABlock):
-            flags.append(node.pool_early)
-            node.pool_early = on and len(node.pairs) == 3  # bottlenecks only
+            flags.append(node.pools_through)
+            node.pools_through = on and len(node.pairs) == 3  # bottlenecks only
     return flags
 
 
@@ -412,22 +408,22 @@ def test_bottleneck_pools_conv3_input_at_inference(attention):
     state = randomize("eca_resnet50", export_canonical_model(model))
     load_canonical_model(model, state, name="eca_resnet50")
     x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 64, 64, 3), np.float32))
-    flags = _set_pool_early(model, True)
+    flags = _set_pools_through(model, True)
     assert flags and all(flags), f"{attention}: every bottleneck block pools early: {flags}"
     model.eval()
     fast = np.asarray(model(x))
-    _set_pool_early(model, False)
+    _set_pools_through(model, False)
     slow = np.asarray(model(x))
     err = float(np.abs(fast - slow).max())
     assert 0 < err <= 1e-5 * float(np.abs(slow).max()), f"{attention}: max abs {err:.2e}"
     model.train()  # batch statistics: the flag must not change anything
-    _set_pool_early(model, False)
+    _set_pools_through(model, False)
     off = np.asarray(model(x))
-    _set_pool_early(model, True)
+    _set_pools_through(model, True)
     assert np.array_equal(np.asarray(model(x)), off), f"{attention}: train mode changed"
 
 
-def test_basic_blocks_do_not_pool_early():
+def test_basic_blocks_do_not_pool_through():
     model = create_model("eca_resnet18", rngs=nnx.Rngs(0))
-    flags = [n.pool_early for _, n in nnx.iter_graph(model) if isinstance(n, ECABlock)]
+    flags = [n.pools_through for _, n in nnx.iter_graph(model) if isinstance(n, ECABlock)]
     assert flags and not any(flags), flags

@@ -34,13 +34,13 @@ from eca_multi.keras import (
 )
 from eca_multi.keras._conformance import dtype_name, to_numpy, vjp_params
 from eca_multi.keras.family import attention_variables
-from eca_multi.keras.models import (
-    create_model,
+from eca_multi.keras.io import (
     export_canonical_model,
     load_canonical_model,
     load_weights_file,
     save_weights_file,
 )
+from eca_multi.keras.models import create_model
 from eca_multi.weights import WeightMismatchError
 from eca_multi.weights.layouts import to_canonical, to_native
 
@@ -399,12 +399,13 @@ if BACKEND == "tensorflow":  # collected on the default backend only: it builds 
         import timm
         import torch
 
+        from eca_multi.torch import io as torch_io
         from eca_multi.torch import models as torch_models
 
         torch.manual_seed(0)
         theirs = timm.create_model("seresnet50t", pretrained=False, num_classes=10)
         theirs = torch_models.randomize_batchnorm_(theirs, name="ecaresnet50t", image_size=64)
-        state = torch_models.export_canonical_model(theirs)
+        state = torch_io.export_canonical_model(theirs)
         ours = create_model(
             "ecaresnet50t", 10, data_format=CL, attention="se", attention_kwargs={"rd_divisor": 8}
         )

@@ -21,19 +21,22 @@ from common import OFFICIAL_PARAMS, read_through_source_file
 
 from eca_multi import archs
 from eca_multi.keras import ECA
+from eca_multi.keras.io import (
+    export_canonical_model,
+    load_canonical_model,
+    load_weights_file,
+    save_weights_file,
+)
 from eca_multi.keras.models import (
     BatchNormalization,
     PooledThrough,
     TorchPool2D,
     create_model,
-    export_canonical_model,
     keras_name,
     link_pooled_through,
-    load_canonical_model,
-    load_weights_file,
-    save_weights_file,
     torch_path,
 )
+from eca_multi.torch import io as torch_io
 from eca_multi.torch import models as torch_models
 from eca_multi.weights import WeightMismatchError
 
@@ -111,7 +114,7 @@ def ported(arch) -> Ported:
     t0 = time.perf_counter()
     source = source_model(arch)
     # through the architecture's real checkpoint file (official .pth.tar / timm safetensors)
-    state = read_through_source_file(arch, torch_models.export_canonical_model(source))
+    state = read_through_source_file(arch, torch_io.export_canonical_model(source))
     model = create_model(arch, data_format=CL)
     load_canonical_model(model, state)
     print(f"\n{arch}: torch + keras build and port {time.perf_counter() - t0:.1f}s")
@@ -361,6 +364,23 @@ def test_bottleneck_attention_pools_conv3_input_at_inference(attention):
     assert np.array_equal(keras_logits(model, x, CL, training=True), unlinked_train), attention
 
 
+def test_load_model_revives_a_linked_model(tmp_path):
+    """``keras.saving.load_model`` of a saved ECA-ResNet50 gives an :class:`ECAModel` whose
+    bottlenecks pool through conv3 at inference, with the saved model's logits bit for bit."""
+    model = create_model("eca_resnet50", num_classes=10, data_format=CL)
+    _randomize_batchnorm(model)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    through = [layer for layer in loaded.layers if isinstance(layer, PooledThrough)]
+    assert type(loaded).__name__ == "ECAModel" and len(through) == 16, type(loaded)
+    assert all(t._linked is not None for t in through), f"{BACKEND}: revived model is unlinked"
+    x = image(64, seed=4, batch=2)
+    want = keras_logits(model, x, CL)
+    got = keras_logits(loaded, x, CL)
+    assert np.array_equal(got, want), f"{BACKEND}: revived vs saved max_abs={max_abs(got, want)}"
+
+
 def test_basic_blocks_have_no_pooled_through():
     model = create_model("eca_resnet18", data_format=CL)
     assert not [layer for layer in model.layers if isinstance(layer, PooledThrough)]
@@ -374,7 +394,7 @@ def test_basic_blocks_have_no_pooled_through():
 def test_train_mode_matches_torch_and_steps(name):
     """Batch statistics and BN momentum as torch; then one SGD step updates every part."""
     source = source_model(name, seed=1).train()
-    state = torch_models.export_canonical_model(source)
+    state = torch_io.export_canonical_model(source)
     model = create_model(name, data_format=CL)
     load_canonical_model(model, state)
     x = image(64, seed=6, batch=2)

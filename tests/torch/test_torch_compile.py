@@ -36,7 +36,7 @@ def test_compiled_close_to_eager_and_reference(name):
     g = round_to_dtype(rng.standard_normal(shape), "float32")
     layer = ECA(**kwargs)
     layer.load_state_dict({"conv.weight": torch.as_tensor(w, dtype=torch.float32)})
-    torch._dynamo.reset()
+    torch.compiler.reset()
     compiled = torch.compile(lambda t: layer(t), fullgraph=True, dynamic=False)
 
     out = {}
@@ -72,7 +72,7 @@ def test_compiled_fullgraph_bad_input_reports_the_shared_error():
     ("Observed exception", a RuntimeError) whose text carries our ValueError's message; without
     fullgraph the ValueError itself propagates. Only tracing runs here: nothing is compiled."""
     layer = ECA(channels=8)
-    torch._dynamo.reset()
+    torch.compiler.reset()
     compiled = torch.compile(layer, fullgraph=True, dynamic=False)
     with pytest.raises(
         (ValueError, RuntimeError), match="built for 8 channels but the input has 6"

@@ -34,7 +34,9 @@ from eca_multi.torch import (  # noqa: E402
     load_canonical,
     make_attention,
 )
+from eca_multi.torch import io as IO  # noqa: E402
 from eca_multi.torch import models as M  # noqa: E402
+from eca_multi.torch._ops import scale_add  # noqa: E402
 from eca_multi.weights import WeightMismatchError, load_file, save_file  # noqa: E402
 
 FAMILY = tuple(k for k in ATTENTIONS if k != "eca")  # the new members
@@ -355,8 +357,8 @@ def test_timm_seresnet_weights_load_into_our_builder():
     a, b = ours.state_dict(), theirs.state_dict()
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
     ours.load_state_dict(b, strict=True)
-    state = M.export_canonical_model(theirs)
-    M.load_canonical_model(ours, state, "ecaresnet50t")  # our schema check accepts timm's file
+    state = IO.export_canonical_model(theirs)
+    IO.load_canonical_model(ours, state, "ecaresnet50t")  # our schema check accepts timm's file
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         got, want = ours.eval()(x), theirs.eval()(x)
@@ -410,9 +412,9 @@ def test_mobilenet_v2_and_canonical_model_round_trip_with_attention():
     extra = _count(model) - base
     assert extra == archs.attention_params("eca_mobilenet_v2", "se_gc"), extra
     assert list(model.state_dict()) == list(archs.schema("eca_mobilenet_v2", 10, None, "se_gc"))
-    state = M.export_canonical_model(model)
+    state = IO.export_canonical_model(model)
     other = M.create_model("eca_mobilenet_v2", 10, attention="se_gc")
-    M.load_canonical_model(other, state, "eca_mobilenet_v2")
+    IO.load_canonical_model(other, state, "eca_mobilenet_v2")
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(other.eval()(x), model.eval()(x))
@@ -420,23 +422,23 @@ def test_mobilenet_v2_and_canonical_model_round_trip_with_attention():
         "eca_mobilenet_v2", 10, attention="se_gc", attention_kwargs={"groups": 8}
     )
     with pytest.raises(WeightMismatchError, match=r"features\.1\.conv\.3\.fc\.weight: expected"):
-        M.load_canonical_model(wrong, state, "eca_mobilenet_v2")
+        IO.load_canonical_model(wrong, state, "eca_mobilenet_v2")
     with pytest.raises(ValueError, match="attention must be None or one of"):
         M.create_model("eca_resnet18", attention="cbam")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("kind", ATTENTIONS)
-def test_forward_residual_is_forward_plus_residual(kind, dtype):
-    """The fused gate-multiply + shortcut add (what the ResNet blocks run) is ``layer(x) +
-    residual`` up to one rounding (addcmul may round ``r + x * s`` once, as an FMA), with the
-    same gradients."""
+def test_block_fused_add_is_forward_plus_residual(kind, dtype):
+    """The fused gate-multiply + shortcut add the ResNet blocks run on an attention's (N, C)
+    gate (``scale_add(x, layer.attention(x), r)``) is ``layer(x) + residual`` up to one rounding
+    (addcmul may round ``r + x * s`` once, as an FMA), with the same gradients."""
     kw = {"se_gc": {"groups": 4}}.get(kind, {})
     layer = make_attention(kind, 16, **kw)
     dt = getattr(torch, dtype)
     x = torch.randn(2, 16, 5, 3, dtype=dt, requires_grad=True)
     r = torch.randn(2, 16, 5, 3, dtype=dt, requires_grad=True)
-    fused = layer.forward_residual(x, r)
+    fused = scale_add(x, layer.attention(x), r, layer.config)
     plain = layer(x) + r
     assert fused.dtype == plain.dtype == dt
     d = (fused.float() - plain.float()).abs().max().item()
@@ -449,5 +451,3 @@ def test_forward_residual_is_forward_plus_residual(kind, dtype):
         d = (a.float() - b.float()).abs().max().item()
         scale = b.float().abs().max().item() or 1.0
         assert d <= 1e-6 * scale, f"torch/{kind}/{dtype}: fused gradient off by {d:.2e}"
-    with pytest.raises(ValueError, match="channels"):
-        layer.forward_residual(torch.randn(2, 8, 5, 3), torch.randn(2, 8, 5, 3))

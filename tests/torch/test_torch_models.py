@@ -16,9 +16,10 @@ from official_ecanet import OfficialEcaLayer  # noqa: E402
 from torch import nn  # noqa: E402
 
 from eca_multi import archs  # noqa: E402
+from eca_multi.port import read_source  # noqa: E402
+from eca_multi.torch import io as IO  # noqa: E402
 from eca_multi.torch import models as M  # noqa: E402
 from eca_multi.weights import WeightMismatchError  # noqa: E402
-from eca_multi.weights.sources import read_source  # noqa: E402
 
 PARAMS = OFFICIAL_PARAMS  # the numbers (tests/common.py)
 _CACHE: dict[str, nn.Module] = {}
@@ -286,23 +287,23 @@ def test_kernel_sizes_follow_the_published_tables():
 
 def test_canonical_round_trip_is_exact():
     src = _model("eca_resnet18")
-    state = M.export_canonical_model(src)
+    state = IO.export_canonical_model(src)
     assert state["bn1.num_batches_tracked"].dtype == np.int64
     assert state["bn1.num_batches_tracked"].shape == ()
     assert state["layer4.1.eca.conv.weight"].shape == (1, 1, 7)
     dst = M.create_model("eca_resnet18")
-    M.load_canonical_model(dst, state, name="eca_resnet18")
-    for k, v in M.export_canonical_model(dst).items():
+    IO.load_canonical_model(dst, state, name="eca_resnet18")
+    for k, v in IO.export_canonical_model(dst).items():
         assert np.array_equal(v, state[k]) and v.dtype == state[k].dtype, k
 
 
 def test_load_canonical_lists_every_problem():
-    state = M.export_canonical_model(_model("eca_resnet18"))
+    state = IO.export_canonical_model(_model("eca_resnet18"))
     del state["fc.bias"], state["layer1.0.bn1.running_var"]
     state["extra.weight"] = np.zeros(3, np.float32)
     state["layer2.1.eca.conv.weight"] = np.zeros((1, 1, 3), np.float32)  # published k is 5
     with pytest.raises(WeightMismatchError) as e:
-        M.load_canonical_model(M.create_model("eca_resnet18"), state, name="eca_resnet18")
+        IO.load_canonical_model(M.create_model("eca_resnet18"), state, name="eca_resnet18")
     msg = str(e.value)
     for part in (
         "fc.bias",
@@ -345,7 +346,7 @@ def test_official_checkpoint_loads(tmp_path, legacy):
     assert info["epoch"] == 90 and info["arch"] == "eca_resnet18"
     assert abs(info["best_prec1"] - 77.42) < 1e-4 and info["kernel_sizes"] == (3, 5, 7, 7)
     loaded = M.create_model("eca_resnet18")
-    M.load_canonical_model(loaded, state, name="eca_resnet18")
+    IO.load_canonical_model(loaded, state, name="eca_resnet18")
     x = torch.randn(1, 3, 96, 96)
     ref = _logits(model, x)
     assert np.array_equal(_logits(loaded, x), ref) and np.array_equal(_logits(plain, x), ref)
@@ -365,13 +366,13 @@ def test_kernel_sizes_are_read_from_the_checkpoint(tmp_path):
     state, info = read_source(path, "eca_resnet18", kernel_sizes="checkpoint")
     assert info["kernel_sizes"] == (3, 3, 3, 3)
     rebuilt = M.create_model("eca_resnet18", kernel_sizes=info["kernel_sizes"])
-    M.load_canonical_model(rebuilt, state, name="eca_resnet18")
+    IO.load_canonical_model(rebuilt, state, name="eca_resnet18")
     with pytest.raises(
         WeightMismatchError,
         match=r"layer2\.0\.eca\.conv\.weight: expected "
         r"\(1, 1, 5\), got \(1, 1, 3\)",
     ):
-        M.load_canonical_model(M.create_model("eca_resnet18"), state, name="eca_resnet18")
+        IO.load_canonical_model(M.create_model("eca_resnet18"), state, name="eca_resnet18")
 
 
 def test_mobilenet_kernel_sizes_from_checkpoint(tmp_path):
@@ -392,18 +393,18 @@ def test_randomize_batchnorm_is_non_trivial_and_well_posed():
     bn, last = model.layer3[1].bn2, model.layer3[1].bn3  # bn3 ends the residual branch
     assert bn.running_mean.abs().max() > 1e-3 and (bn.running_var - 1).abs().max() > 1e-2
     assert int(bn.num_batches_tracked) > 0
-    assert 0.2 <= float(last.weight.min()) and float(last.weight.max()) <= 0.6
+    assert 0.2 <= float(last.weight.detach().min()) and float(last.weight.detach().max()) <= 0.6
     assert 0.5 <= float(bn.weight.min()) and float(bn.weight.max()) <= 1.5
     out = _logits(model, torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)))
     assert np.isfinite(out).all() and np.abs(out).max() < 100, np.abs(out).max()
 
 
-def _set_pool_early(model: nn.Module, on: bool) -> list[bool]:
+def _set_pools_through(model: nn.Module, on: bool) -> list[bool]:
     flags = []
     for block in model.modules():
         if isinstance(block, M.ECABlock):
-            flags.append(block.pool_early)
-            block.pool_early = on and len(block.pairs) == 3  # bottlenecks only
+            flags.append(block.pools_through)
+            block.pools_through = on and len(block.pairs) == 3  # bottlenecks only
     return flags
 
 
@@ -416,23 +417,25 @@ def test_bottleneck_pools_conv3_input_at_inference(attention):
         M.create_model("eca_resnet50", attention=attention), seed=2, image_size=64
     ).eval()
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
-    flags = _set_pool_early(model, True)
+    flags = _set_pools_through(model, True)
     assert len(flags) == 16 and all(flags), flags
     with torch.no_grad():
         fast = model(x)
-        _set_pool_early(model, False)
+        _set_pools_through(model, False)
         slow = model(x)
     err, scale = float((fast - slow).abs().max()), float(slow.abs().max())
     assert 0 < err <= 1e-5 * scale, f"{attention}: max_abs={err:.2e} (|logit| {scale:.2f})"
     model.train()
     with torch.no_grad():
         off = model(x)
-        _set_pool_early(model, True)
+        _set_pools_through(model, True)
         assert torch.equal(model(x), off), f"{attention}: train mode changed"
 
 
-def test_basic_blocks_do_not_pool_early():
+def test_basic_blocks_do_not_pool_through():
     flags = [
-        b.pool_early for b in M.create_model("eca_resnet18").modules() if isinstance(b, M.ECABlock)
+        b.pools_through
+        for b in M.create_model("eca_resnet18").modules()
+        if isinstance(b, M.ECABlock)
     ]
     assert flags and not any(flags), flags

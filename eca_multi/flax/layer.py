@@ -16,7 +16,7 @@ from flax import nnx
 
 from ..spec import make_config
 from ..weights import Layout, check_state, eca_schema, to_canonical, to_native
-from ._ops import eca, kernel_init, native_kernel_shape
+from ._ops import eca, eca_gate, kernel_init, native_kernel_shape
 
 __all__ = ["ECA", "export_canonical", "load_canonical"]
 
@@ -70,9 +70,14 @@ class ECA(nnx.Module):
         shape = native_kernel_shape(self.config)
         self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
 
-    def __call__(self, x: jax.Array, pooled: jax.Array | None = None) -> jax.Array:
-        """ECA of ``x``; ``pooled``: x's (N, C) spatial mean if the caller already has it."""
-        return eca(self.config, x, self.kernel[...], pooled)
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """ECA of ``x``: same shape and dtype."""
+        return eca(self.config, x, self.kernel[...])
+
+    def gate(self, x: jax.Array, pooled: jax.Array | None = None) -> jax.Array:
+        """The (N, C) gate of ``x`` (from ``pooled``, x's spatial mean, when the caller has it);
+        a block scales with it and fuses its own residual add."""
+        return eca_gate(self.config, x, self.kernel[...], pooled)
 
     def __repr__(self) -> str:
         return self.config.describe("flax.nnx.ECA")
