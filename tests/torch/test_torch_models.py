@@ -394,7 +394,7 @@ def test_randomize_batchnorm_is_non_trivial_and_well_posed():
     assert bn.running_mean.abs().max() > 1e-3 and (bn.running_var - 1).abs().max() > 1e-2
     assert int(bn.num_batches_tracked) > 0
     assert 0.2 <= float(last.weight.detach().min()) and float(last.weight.detach().max()) <= 0.6
-    assert 0.5 <= float(bn.weight.min()) and float(bn.weight.max()) <= 1.5
+    assert 0.5 <= float(bn.weight.detach().min()) and float(bn.weight.detach().max()) <= 1.5
     out = _logits(model, torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)))
     assert np.isfinite(out).all() and np.abs(out).max() < 100, np.abs(out).max()
 
