@@ -11,6 +11,9 @@ export XDG_CACHE_HOME := $(CURDIR)/.cache/xdg
 export MPLCONFIGDIR := $(CURDIR)/.cache/mpl
 export TMPDIR := $(CURDIR)/.cache/tmp
 export TF_CPP_MIN_LOG_LEVEL := 2
+# TensorFlow's CPU Conv2D runs channels_first (NCHW) only with oneDNN, default-on only on Intel
+# AVX-512 CPUs: the same kernels on every CPU (README, "Install one backend")
+export TF_ENABLE_ONEDNN_OPTS := 1
 
 .PHONY: conformance test lint env clean
 

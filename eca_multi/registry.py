@@ -141,8 +141,11 @@ class Group:
 
 _ROLES = {"conformance": "_conformance", "bench": "_bench", "deploy": "deploy", "io": "io"}
 
+# TF_ENABLE_ONEDNN_OPTS=1: TensorFlow's own CPU Conv2D takes only NHWC; its oneDNN kernels also
+# take NCHW (channels_first models in eager). oneDNN is on by default only on Intel CPUs with
+# AVX-512 / AMX; set here, every x86 CPU (AMD EPYC included) runs the same kernels
 _TF, _JAX, _TORCH = (
-    {"KERAS_BACKEND": "tensorflow"},
+    {"KERAS_BACKEND": "tensorflow", "TF_ENABLE_ONEDNN_OPTS": "1"},
     {"KERAS_BACKEND": "jax"},
     {"KERAS_BACKEND": "torch"},
 )
