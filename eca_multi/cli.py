@@ -1,12 +1,14 @@
 """The ``eca-multi`` command line (thin: the work lives in the library).
 
-eca-multi conformance [--backends torch,keras-jax,...] [--cases ...] [--json PATH]
+eca-multi conformance [--backends torch,keras-jax,...] [--impl SPEC ...] [--cases ...]
+                      [--report PATH.md] [--json PATH]
 eca-multi goldens [--check] [--force]
 eca-multi kernel-size C [--gamma 2] [--b 1] [--min 1]
 eca-multi port SRC --arch NAME --to {canonical,torch,keras,flax} -o OUT [--verify] [--force]
 eca-multi models
 eca-multi attention-table C [--kernel-size K] [--reduction 16] [--groups 4] [--spatial M]
 eca-multi export [--groups torch,keras-tensorflow,...] [--models layer,eca_resnet50] [--json PATH]
+                 [--out DIR [--force]]
 """
 
 from __future__ import annotations
@@ -23,32 +25,60 @@ def _conformance(a: argparse.Namespace) -> int:
     from .conformance.backends import resolve_backends
     from .conformance.cases import get_case
     from .conformance.generate import check_goldens
-    from .conformance.runner import format_matrix, grad_summary, run_matrix, summarize
+    from .conformance.runner import (
+        format_matrix,
+        format_report,
+        grad_summary,
+        impl_summary,
+        run_impls,
+        run_matrix,
+        summarize,
+    )
     from .weights.io import atomic_write_bytes
 
-    try:
-        backends = resolve_backends(a.backends)
+    impls = [s for spec in a.impl or [] for s in spec.split(",") if s.strip()]
+    try:  # with --impl only, our backends run only when --backends names them
+        names = a.backends if (a.backends is not None or not impls) else "none"
+        backends = [] if names == "none" else resolve_backends(names)
         cases = [get_case(c) for c in a.cases.split(",")] if a.cases else None
     except (ValueError, KeyError) as e:
-        print(f"eca-multi conformance: {e}", file=sys.stderr)
+        print(f"eca-multi conformance: {e.args[0] if isinstance(e, KeyError) else e}",
+              file=sys.stderr)  # fmt: skip
         return 2
     problems = check_goldens(a.goldens) if a.goldens is None else []
     for line in problems:
         print(f"golden problem: {line}")
-    print(
-        f"running {len(backends)} backends ({', '.join(b.name for b in backends)}) ...", flush=True
-    )
-    data = run_matrix(backends, cases, a.goldens, jobs=a.jobs)
+    data: dict = {"results": [], "env": {}}
+    if backends:
+        names_text = ", ".join(b.name for b in backends)
+        print(f"running {len(backends)} backends ({names_text}) ...", flush=True)
+        data = run_matrix(backends, cases, a.goldens, jobs=a.jobs)
+    if impls:
+        print(f"running implementations {', '.join(impls)} ...", flush=True)
+        extra = run_impls(impls, cases, a.goldens, jobs=a.jobs)
+        data["results"] += extra["results"]
+        data["impls"] = extra["impls"]
     print(format_matrix(data, backends, cases))
-    print()
-    print(grad_summary(data, backends))
+    if backends:
+        print()
+        print(grad_summary(data, backends))
+    if impls:
+        print()
+        print("\n".join(impl_summary(data)))
     ok, lines = summarize(data, backends)
     ok = ok and not problems
     for line in lines:
         print(line)
-    n = len(data["results"])
-    bad = sum(not r.get("ok") for r in data["results"])
-    print(f"\nconformance: {n - bad} passed, {bad} failed ({len(backends)} backends)")
+    ran = [r for r in data["results"] if r.get("status") != "not_expressible"]
+    bad = sum(not r.get("ok") for r in ran)
+    n_ne = len(data["results"]) - len(ran)
+    print(
+        f"\nconformance: {len(ran) - bad} passed, {bad} failed, {n_ne} not expressible "
+        f"({len(backends)} backends, {len(data.get('impls', {}))} implementations)"
+    )
+    if a.report:
+        atomic_write_bytes(a.report, format_report(data, backends, cases).encode(), overwrite=True)
+        print(f"report written to {a.report}")
     if a.json:
         payload = json.dumps({**data, "ok": ok, "golden_problems": problems}, indent=1)
         atomic_write_bytes(a.json, payload.encode(), overwrite=True)
@@ -151,9 +181,12 @@ def _export(a: argparse.Namespace) -> int:
     from .deploy import format_table, resolve_groups, run_export_matrix, summarize
     from .weights.io import atomic_write_bytes
 
+    if a.out is not None and a.out.exists() and any(a.out.iterdir()) and not a.force:
+        print(f"eca-multi export: {a.out} exists and is not empty; pass --force", file=sys.stderr)
+        return 2
     try:
         groups = resolve_groups(a.groups)
-        data = run_export_matrix(groups, a.models, jobs=a.jobs)
+        data = run_export_matrix(groups, a.models, jobs=a.jobs, out=a.out)
     except ValueError as e:
         print(f"eca-multi export: {e}", file=sys.stderr)
         return 2
@@ -171,7 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eca-multi", description="ECA in PyTorch, Keras 3 and Flax")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("conformance", help="run the backend x case conformance matrix")
-    c.add_argument("--backends", default=None, help="comma-separated names (default: all)")
+    c.add_argument(
+        "--backends",
+        default=None,
+        help="eca-multi backends, comma-separated, or 'none' (default: all; with --impl: none)",
+    )
+    c.add_argument(
+        "--impl",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="also check an implementation: package.module:adapter, a name registered in the "
+        "eca_multi.conformance entry point group, onnx:PATH, or 'all' (repeatable)",
+    )
+    c.add_argument(
+        "--report", type=Path, default=None, help="write the case x implementation matrix (.md)"
+    )
     c.add_argument("--cases", default=None, help="comma-separated case ids (default: all)")
     c.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     c.add_argument("--jobs", type=int, default=2, help="worker processes at once (default 2)")
@@ -228,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--models", default=None, help="layer and/or architectures (default: both)")
     e.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     e.add_argument("--jobs", type=int, default=2, help="worker processes at once (default 2)")
+    e.add_argument("--out", type=Path, default=None, help="keep the exported files in OUT/<group>/")
+    e.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
     e.set_defaults(func=_export)
     return p
 

@@ -30,6 +30,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -246,11 +247,16 @@ def model_inputs(data_format: str, seed: int = 1) -> tuple[np.ndarray, np.ndarra
 # the driver
 
 
-def run_group(group: Group, models: Sequence[str], timeout: float = 1800) -> dict:
-    """One group's rows from a fresh interpreter; missing rows become failed rows."""
+def run_group(
+    group: Group, models: Sequence[str], timeout: float = 1800, out: str | None = None
+) -> dict:
+    """One group's rows from a fresh interpreter; missing rows become failed rows.
+
+    ``out``: keep the exported files under ``out/<group>/`` (else a temporary folder)."""
     from .conformance.runner import run_json_worker
 
-    args = ["deploy", "--group", group.name, "--opts", json.dumps({"models": list(models)})]
+    opts = {"models": list(models), "out": None if out is None else str(Path(out).resolve())}
+    args = ["deploy", "--group", group.name, "--opts", json.dumps(opts)]
     data, msg = run_json_worker("eca_multi.worker", args, group.env, timeout)
     rows = [] if data is None else data["rows"]
     for r in rows:
@@ -274,12 +280,14 @@ def run_export_matrix(
     groups: Iterable[Group] | None = None,
     models: str | Sequence[str] | None = None,
     jobs: int = 2,
+    out: str | None = None,
 ) -> dict:
-    """Every group's rows ({"rows": [...], "env": {group: versions}}), ``jobs`` groups at once."""
+    """Every group's rows ({"rows": [...], "env": {group: versions}}), ``jobs`` groups at once;
+    ``out``: keep every exported file under ``out/<group>/``."""
     groups = list(GROUPS if groups is None else groups)
     models = _models(models)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        outs = list(pool.map(lambda g: run_group(g, models), groups))
+        outs = list(pool.map(lambda g: run_group(g, models, out=out), groups))
     return {
         "rows": [r for o in outs for r in o["rows"]],
         "env": {g.name: o["env"] for g, o in zip(groups, outs, strict=True)},

@@ -7,6 +7,10 @@ backend at import), through :func:`eca_multi.conformance.runner.run_json_worker`
     python -m eca_multi.worker conformance --group torch --opts '{"rows": ["torch"]}' --json o.json
     python -m eca_multi.worker bench --group keras-jax --opts '{"quick": true}' --json o.json
     python -m eca_multi.worker deploy --group flax --opts '{"models": ["layer"]}' --json o.json
+    python -m eca_multi.worker impl --opts '{"impl": "timm-eca"}' --json o.json
+
+``impl`` runs one implementation outside eca-multi (:mod:`eca_multi.conformance.impl`) in a
+process of its own; it needs no group.
 
 The adapter module is the group's ``<package>._conformance`` / ``_bench`` / ``deploy``, found by
 module path (:meth:`eca_multi.registry.Group.module`). Every result carries the same versions
@@ -22,6 +26,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from .registry import GROUPS, Group, resolve
 
@@ -58,13 +63,29 @@ def _bench(group: Group, opts: dict) -> dict:
 
 
 def _deploy(group: Group, opts: dict) -> dict:
+    """The group's export rows; the artifacts are kept under ``opts["out"]/<group>`` if given."""
     mod = importlib.import_module(group.module("deploy"))
+    if opts.get("out"):
+        out = Path(opts["out"]) / group.name
+        out.mkdir(parents=True, exist_ok=True)
+        rows = mod.run_export_matrix(tuple(opts["models"]), workdir=out)
+        return {"rows": rows, "env": versions(group), "out": str(out)}
     with tempfile.TemporaryDirectory(prefix="eca-deploy-") as tmp:
         rows = mod.run_export_matrix(tuple(opts["models"]), workdir=tmp)
     return {"rows": rows, "env": versions(group)}
 
 
-ROLES: dict[str, Callable[[Group, dict], dict]] = {
+def _impl(group: Group | None, opts: dict) -> dict:
+    """One implementation outside eca-multi (``opts["impl"]``: its --impl spec), every case."""
+    from .conformance.cases import get_case
+    from .conformance.impl import run_spec
+
+    cases = [get_case(c) for c in opts["cases"]] if opts.get("cases") else None
+    return run_spec(opts["impl"], cases, opts.get("goldens"))
+
+
+ROLES: dict[str, Callable[[Group | None, dict], dict]] = {
+    "impl": _impl,
     "conformance": _conformance,
     "bench": _bench,
     "deploy": _deploy,
@@ -74,11 +95,13 @@ ROLES: dict[str, Callable[[Group, dict], dict]] = {
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eca_multi.worker")
     p.add_argument("role", choices=sorted(ROLES))
-    p.add_argument("--group", required=True, choices=[g.name for g in GROUPS])
+    p.add_argument("--group", default=None, choices=[g.name for g in GROUPS])
     p.add_argument("--opts", default="{}", help="the role's options as JSON")
     p.add_argument("--json", required=True, help="where to write the results")
     a = p.parse_args(argv)
-    (group,) = resolve(a.group)
+    if a.group is None and a.role != "impl":
+        p.error(f"{a.role} needs --group")
+    group = resolve(a.group)[0] if a.group is not None else None
     data = ROLES[a.role](group, json.loads(a.opts))
     with open(a.json, "w") as f:
         json.dump(data, f, indent=1, default=str)

@@ -32,6 +32,9 @@ for _var, _sub in (
 os.environ["ECA_MULTI_SCRATCH"] = str(_SCRATCH)
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's CPU Conv2D takes NCHW (channels_first, eager) only through its oneDNN kernels,
+# which are on by default only on Intel AVX-512 CPUs; the same on every CPU (see README, Keras)
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 tempfile.tempdir = os.environ["TMPDIR"]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -52,23 +55,6 @@ def _truthy(v: str | None) -> bool:
 
 
 REQUIRE_ALL = _truthy(os.environ.get("CI")) or _truthy(os.environ.get("ECA_MULTI_REQUIRE_ALL"))
-
-
-def pytest_addoption(parser):
-    parser.addoption(
-        "--backends",
-        default=os.environ.get("ECA_MULTI_BACKENDS", "all"),
-        help="conformance backends, comma-separated (env ECA_MULTI_BACKENDS; default all)",
-    )
-
-
-def pytest_configure(config):
-    from eca_multi.conformance.backends import resolve_backends
-
-    try:
-        config.eca_backends = resolve_backends(config.getoption("--backends"))
-    except ValueError as e:
-        raise pytest.UsageError(str(e)) from None
 
 
 def _skip_to_failure(report) -> None:
@@ -99,35 +85,3 @@ def require_backend(module: str):
 
         return importlib.import_module(module)
     return pytest.importorskip(module, reason=f"backend missing: {module} not installed")
-
-
-# --- conformance groups run in the background, one worker subprocess per group -----------------
-_GROUP_FUTURES: dict = {}
-
-
-def _start_conformance(config) -> None:
-    if _GROUP_FUTURES:
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    from eca_multi.conformance.runner import run_group
-
-    groups: dict[str, list] = {}
-    for b in config.eca_backends:
-        groups.setdefault(b.group, []).append(b)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conformance")
-    for name, backends in groups.items():
-        _GROUP_FUTURES[name] = pool.submit(run_group, backends)
-    pool.shutdown(wait=False)
-
-
-def pytest_collection_finish(session):
-    if any(item.originalname == "test_conformance" for item in session.items):
-        _start_conformance(session.config)
-
-
-def conformance_group(config, group: str) -> dict:
-    """{(backend, case): record} for one group, waiting for its worker if still running."""
-    _start_conformance(config)
-    data = _GROUP_FUTURES[group].result()
-    return {(r["backend"], r["case"]): r for r in data["results"]}

@@ -19,7 +19,15 @@ from .backends import Backend
 from .cases import CASES
 from .tolerances import describe_failure, tolerance
 
-__all__ = ["format_matrix", "run_group", "run_json_worker", "run_matrix", "summarize"]
+__all__ = [
+    "format_matrix",
+    "format_report",
+    "run_group",
+    "run_impls",
+    "run_json_worker",
+    "run_matrix",
+    "summarize",
+]
 
 SHORT = {
     "torch": "torch",
@@ -110,9 +118,48 @@ def run_matrix(backends: list[Backend], cases=None, goldens_dir=None, jobs: int 
     return {"results": results, "env": env}
 
 
+def run_impls(specs: list[str], cases=None, goldens_dir=None, jobs: int = 2) -> dict:
+    """Each implementation (``--impl`` spec) in its own interpreter; {"results", "impls"}.
+
+    ``"all"`` stands for every name in the ``eca_multi.conformance`` entry point group; one that
+    needs an argument (a factory such as ``onnx``) is then left out and said so.
+    """
+    from .impl import entry_point_names
+
+    expanded: list[str] = []
+    for spec in specs:
+        expanded += entry_point_names() if spec == "all" else [spec]
+    opts = {
+        "cases": None if cases is None else [c.id for c in cases],
+        "goldens": None if goldens_dir is None else str(goldens_dir),
+    }
+
+    def one(spec: str) -> dict:
+        args = ["impl", "--opts", json.dumps({**opts, "impl": spec})]
+        data, msg = run_json_worker("eca_multi.worker", args, {})
+        if data is None:
+            return {"impl": {"name": spec}, "error": f"worker {msg}", "results": []}
+        return data
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outs = list(pool.map(one, dict.fromkeys(expanded)))
+    results, impls = [], {}
+    for spec, o in zip(dict.fromkeys(expanded), outs, strict=True):
+        if o.get("needs_argument") and "all" in specs and spec not in specs:
+            continue  # a factory listed by "all": it needs NAME:ARG
+        info = {**o["impl"], "spec": spec}
+        if "error" in o:
+            info["error"] = o["error"]
+        impls[info["name"]] = info
+        results += o["results"]
+    return {"results": results, "impls": impls}
+
+
 def _cell(rec: dict | None) -> str:
     if rec is None:
         return "-"
+    if rec.get("status") == "not_expressible":
+        return "n/e"
     if rec.get("status") == "missing":
         return "MISSING"
     if rec.get("status") != "ran":
@@ -121,18 +168,23 @@ def _cell(rec: dict | None) -> str:
     return f"{rec['checks']['y']['max_abs']:.1e}{mark}"
 
 
+def _columns(data: dict, backends: list[Backend]) -> list[str]:
+    return [b.name for b in backends] + list(data.get("impls", {}))
+
+
 def format_matrix(data: dict, backends: list[Backend], cases=None) -> str:
-    """A case x backend table of forward max abs error (FAIL marks any failed check)."""
+    """A case x implementation table of forward max abs error (FAIL marks any failed check;
+    n/e: the implementation cannot express the case)."""
     cases = list(cases if cases is not None else CASES)
     by = {(r["backend"], r["case"]): r for r in data["results"]}
-    names = [b.name for b in backends]
+    names = _columns(data, backends)
     heads = [SHORT.get(n, n) for n in names]
     w0 = max(len(c.id) for c in cases) + 1
     widths = [max(len(h), 12) for h in heads]
     tol_head = "fwd tol"
     lines = [
         "Forward max |out - ref| vs the float64 reference "
-        "(FAIL = y, dx, a weight gradient or a dtype check failed)",
+        "(FAIL = y, dx, a weight gradient or a dtype check failed; n/e = not expressible)",
         "case".ljust(w0)
         + tol_head.ljust(14)
         + " ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True)),
@@ -151,7 +203,7 @@ def summarize(data: dict, backends: list[Backend]) -> tuple[bool, list[str]]:
     lines, ok = [], True
     missing = set()
     for r in data["results"]:
-        if r.get("ok"):
+        if r.get("ok") or r.get("status") == "not_expressible":
             continue
         ok = False
         if r.get("status") == "missing":
@@ -175,7 +227,77 @@ def summarize(data: dict, backends: list[Backend]) -> tuple[bool, list[str]]:
         if b.name not in ran:
             ok = False
             lines.append(f"{b.name}: no results")
+    for name, info in data.get("impls", {}).items():
+        if "error" in info:
+            ok = False
+            lines.append(f"{name}: {info['error']}")
+            continue
+        recs = [r for r in data["results"] if r["backend"] == name]
+        if not any(r.get("status") != "not_expressible" for r in recs):
+            ok = False
+            lines.append(f"{name}: expresses none of the {len(recs)} cases (nothing was checked)")
     return ok, lines
+
+
+def impl_summary(data: dict) -> list[str]:
+    """Per implementation: passed / failed / not expressible, and why not, grouped."""
+    lines = []
+    for name, info in data.get("impls", {}).items():
+        recs = [r for r in data["results"] if r["backend"] == name]
+        ne = [r for r in recs if r.get("status") == "not_expressible"]
+        passed = sum(1 for r in recs if r.get("ok"))
+        failed = len(recs) - len(ne) - passed
+        desc = f" ({info['description']})" if info.get("description") else ""
+        lines.append(f"{name}{desc}: {passed} passed, {failed} failed, {len(ne)} not expressible")
+        why: dict[str, int] = {}
+        for r in ne:
+            why[r["reason"]] = why.get(r["reason"], 0) + 1
+        lines += [f"    not expressible ({n}): {reason}" for reason, n in sorted(why.items())]
+    return lines
+
+
+def _report_cell(rec: dict | None) -> str:
+    if rec is None:
+        return "-"
+    status = rec.get("status")
+    if status == "not_expressible":
+        return "n/e"
+    if status == "missing":
+        return "not installed"
+    if status != "ran":
+        return "error"
+    if rec["ok"]:
+        return f"pass {rec['checks']['y']['max_abs']:.0e}"
+    bad = [n for n, c in rec["checks"].items() if not c["ok"]]
+    y = rec["checks"]["y"]
+    return f"**FAIL** {','.join(bad)} ({y.get('max_abs', float('nan')):.0e})"
+
+
+def format_report(data: dict, backends: list[Backend], cases=None) -> str:
+    """The case x implementation matrix as markdown (pass with forward max abs error / FAIL
+    with the failed checks / n/e = not expressible), then each implementation's counts."""
+    cases = list(cases if cases is not None else CASES)
+    by = {(r["backend"], r["case"]): r for r in data["results"]}
+    names = _columns(data, backends)
+    lines = [
+        "| case | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for c in cases:
+        cells = " | ".join(_report_cell(by.get((n, c.id))) for n in names)
+        lines.append(f"| {c.id} | {cells} |")
+    lines.append("")
+    for n in names:
+        recs = [r for r in data["results"] if r["backend"] == n]
+        ne = sum(1 for r in recs if r.get("status") == "not_expressible")
+        passed = sum(1 for r in recs if r.get("ok"))
+        lines.append(
+            f"- **{n}**: {passed} / {len(recs) - ne} expressible cases pass; {ne} not expressible"
+        )
+    summary = impl_summary(data)
+    if summary:
+        lines += ["", "Why not expressible:", "", "```", *summary, "```"]
+    return "\n".join(lines) + "\n"
 
 
 def grad_summary(data: dict, backends: list[Backend]) -> str:

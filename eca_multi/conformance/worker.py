@@ -19,9 +19,15 @@ import traceback
 from .generate import golden_grads, load_golden
 from .tolerances import compare
 
-__all__ = ["check_outputs", "run_backend"]
+__all__ = ["check_outputs", "error_fields", "run_backend"]
 
 CHECKS = (("y", "forward"), ("dx", "grad"))
+
+
+def error_fields(e: Exception) -> dict:
+    """The fields of a case record whose run raised (inside an ``except`` block)."""
+    tb = traceback.format_exc(limit=8)
+    return {"status": "error", "ok": False, "error": f"{type(e).__name__}: {e}", "traceback": tb}
 
 
 def grad_check_name(param: str) -> str:
@@ -73,12 +79,7 @@ def run_backend(backend, cases, goldens_dir=None) -> tuple[list[dict], dict]:
             out = adapter.run_case(backend.variant, case, golden)
             rec.update(check_outputs(case, golden, out), status="ran")
         except Exception as e:  # a crash in one case is that case's failure
-            rec.update(
-                status="error",
-                ok=False,
-                error=f"{type(e).__name__}: {e}",
-                traceback=traceback.format_exc(limit=8),
-            )
+            rec.update(error_fields(e))
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         records.append(rec)
     return records, env

@@ -64,15 +64,31 @@ def export_program(model: nn.Module, example: torch.Tensor, path: str | os.PathL
     return torch.export.load(str(path))
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike, min_side: int):
-    """ONNX via the dynamo exporter (``dynamo=True``, needs onnxscript); dynamic N, H, W."""
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: str | os.PathLike,
+    min_side: int,
+    metadata: dict[str, str] | None = None,
+    optimize: bool = True,
+):
+    """ONNX via the dynamo exporter (``dynamo=True``, needs onnxscript); dynamic N, H, W.
+
+    ``metadata`` goes into the model's ``metadata_props`` (an ECA layer records
+    ``eca.data_format``, ``eca.padding`` and ``eca.gate``, which ``--impl onnx:`` reads).
+    ``optimize=False`` keeps every parameter a named initializer of its own shape (the
+    exporter's optimizer folds ECA's (1, 1, k) kernel into a (k, C) constant); onnxruntime still
+    optimizes the graph when it loads it.
+    """
     program = torch.onnx.export(
         model,
         (example,),
         dynamo=True,
         dynamic_shapes=dynamic_shapes(min_side),
+        optimize=optimize,
         verbose=False,
     )
+    program.model.metadata_props.update(metadata or {})
     program.save(str(path))
     return Path(path)
 
@@ -82,6 +98,12 @@ def _onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def layer_metadata(layer: ECA) -> dict[str, str]:
+    """What an ONNX file of the layer cannot say by itself: its data format, padding and gate."""
+    cfg = layer.config
+    return {"eca.data_format": cfg.data_format, "eca.padding": cfg.padding, "eca.gate": cfg.gate}
 
 
 def _layer(case: dict) -> ECA:
@@ -103,6 +125,7 @@ def run_export_matrix(models: Sequence[str], workdir: str | os.PathLike) -> list
             module, want = _layer(case), layer_reference(case)
             ex, x, note, side = case["export_x"], case["x"], case["note"], 1
         else:
+            torch.manual_seed(0)  # the same random model every run: a row's error is reproducible
             module = randomize_batchnorm_(create_model(name), seed=0, image_size=64).eval()
             ex, x, note = model_inputs("channels_first")
             with torch.no_grad():
@@ -128,7 +151,12 @@ def run_export_matrix(models: Sequence[str], workdir: str | os.PathLike) -> list
                 return torch.jit.load(str(work / f"{name}.script.pt"))(tx).numpy(), want
 
         def run_onnx(module=module, tex=tex, x=x, name=name, side=side, want=want):
-            path = export_onnx(module, tex, work / f"{name}.onnx", side)
+            # the layer's file keeps conv.weight as its (1, 1, k) initializer (--impl onnx: sets it)
+            layer = name == "layer"
+            meta = layer_metadata(module) if layer else None
+            path = export_onnx(
+                module, tex, work / f"{name}.onnx", side, metadata=meta, optimize=not layer
+            )
             return _onnxruntime(path, x), want
 
         rows.append(check("torch.export", name, run_export, note=note))

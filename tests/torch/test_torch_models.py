@@ -12,10 +12,10 @@ from conftest import require_backend
 
 torch = require_backend("torch")
 from common import OFFICIAL_PARAMS  # noqa: E402
-from official_ecanet import OfficialEcaLayer  # noqa: E402
 from torch import nn  # noqa: E402
 
 from eca_multi import archs  # noqa: E402
+from eca_multi.peers.official import EcaLayer as OfficialEcaLayer  # noqa: E402
 from eca_multi.port import read_source  # noqa: E402
 from eca_multi.torch import io as IO  # noqa: E402
 from eca_multi.torch import models as M  # noqa: E402

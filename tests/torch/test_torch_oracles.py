@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from official_ecanet import OfficialEcaLayer
 from timm.layers import CecaModule, EcaModule
 from torch import nn
 
+from eca_multi.peers.official import EcaLayer as OfficialEcaLayer
 from eca_multi.torch import ECA
 
 
