@@ -48,6 +48,12 @@ except ImportError:
     pass
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI draws the same hypothesis examples every run (a red CI is then reproducible); local runs
+# draw new ones, which is where an unknown counterexample turns up (print_blob: its seed)
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
 
 
 def _truthy(v: str | None) -> bool:
@@ -55,6 +61,10 @@ def _truthy(v: str | None) -> bool:
 
 
 REQUIRE_ALL = _truthy(os.environ.get("CI")) or _truthy(os.environ.get("ECA_MULTI_REQUIRE_ALL"))
+settings.load_profile(
+    os.environ.get("ECA_MULTI_HYPOTHESIS_PROFILE")
+    or ("ci" if _truthy(os.environ.get("CI")) else "dev")
+)
 
 
 def _skip_to_failure(report) -> None:
