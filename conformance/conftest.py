@@ -69,12 +69,21 @@ def pytest_configure(config):
 
 
 def _impl_specs(raw: str) -> list[str]:
-    """The --impl specs; "all" = every registered adapter that needs no argument."""
-    from eca_multi.conformance.impl import entry_point_names
+    """The --impl specs; "all" = every registered adapter that needs no argument (a factory
+    such as ``onnx`` says so by raising NeedsArgument when named bare)."""
+    from eca_multi.conformance.impl import NeedsArgument, entry_point_names
 
     specs: list[str] = []
     for s in (p.strip() for p in raw.split(",") if p.strip() and p.strip() != "none"):
-        specs += [n for n in entry_point_names() if n != "onnx"] if s == "all" else [s]
+        if s != "all":
+            specs.append(s)
+            continue
+        for name in entry_point_names():
+            try:
+                adapter_for(name)
+            except NeedsArgument:
+                continue
+            specs.append(name)
     return list(dict.fromkeys(specs))
 
 

@@ -22,6 +22,8 @@ from .tolerances import describe_failure, tolerance
 __all__ = [
     "format_matrix",
     "format_report",
+    "grad_summary",
+    "impl_summary",
     "run_group",
     "run_impls",
     "run_json_worker",
