@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, ClassVar
 
 from .family import ATTENTIONS, AttentionConfig, attention_config, attention_schema, param_count
+from .graph import ByobArch, GraphArch, NFNetArch, PrunedResNetArch, read_pruned_table
 from .spec import ECAConfig
 from .spec import kernel_size as rule_kernel_size
 from .weights.layouts import Layout
@@ -134,8 +136,16 @@ class MobileNetV2Arch:
         return f"k={self.small_k} if out channels <= {self.k_threshold} else k={self.large_k} (k13)"
 
 
+def _pruned_table(name: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """timm's pruned-model widths, shipped as package data (eca_multi/data/, from timm 1.0.31)."""
+    text = resources.files("eca_multi").joinpath(f"data/{name}.txt").read_text("ascii")
+    return read_pruned_table(text)
+
+
+Arch = ResNetArch | MobileNetV2Arch | GraphArch
+
 _OFF, _TIMM = "official", "timm"
-ARCHS: dict[str, ResNetArch | MobileNetV2Arch] = {
+ARCHS: dict[str, Arch] = {
     a.name: a
     for a in (
         # official: published per-stage k (k3557 for ResNet-50 etc.)
@@ -162,11 +172,39 @@ ARCHS: dict[str, ResNetArch | MobileNetV2Arch] = {
         ResNetArch(
             "ecaresnet269d", _TIMM, "bottleneck", (3, 30, 48, 8), None, "deep", 32, True, "se"
         ),
+        # timm's newer ECA models, as framework-free graphs (eca_multi.graph)
+        NFNetArch("eca_nfnet_l0", (1, 2, 6, 3), 1.5),
+        NFNetArch("eca_nfnet_l1", (2, 4, 12, 6), 2.0),
+        NFNetArch("eca_nfnet_l2", (3, 6, 18, 9), 2.0),
+        ByobArch(
+            "eca_resnet33ts",
+            (
+                (2, 256, 1, 0, 0.25),
+                (3, 512, 2, 0, 0.25),
+                (3, 1536, 2, 0, 0.25),
+                (2, 1536, 2, 0, 0.25),
+            ),
+            num_features=1280,
+        ),
+        ByobArch(
+            "eca_resnext26ts",
+            (
+                (2, 256, 1, 32, 0.25),
+                (2, 512, 2, 32, 0.25),
+                (2, 1024, 2, 32, 0.25),
+                (2, 2048, 2, 32, 0.25),
+            ),
+            stem_pool=True,
+        ),
+        PrunedResNetArch("ecaresnet50d_pruned", (3, 4, 6, 3), _pruned_table("ecaresnet50d_pruned")),
+        PrunedResNetArch(
+            "ecaresnet101d_pruned", (3, 4, 23, 3), _pruned_table("ecaresnet101d_pruned")
+        ),
     )
 }
 
 
-def get_arch(name: str) -> ResNetArch | MobileNetV2Arch:
+def get_arch(name: str) -> Arch:
     try:
         return ARCHS[name]
     except KeyError:
@@ -520,6 +558,9 @@ def schema(
     """
     arch = get_arch(name)
     nc = arch.num_classes if num_classes is None else num_classes
+    if isinstance(arch, GraphArch):
+        arch.blocks(None, attention, attention_kwargs)  # a clear error for another attention
+        return arch.schema(nc, kernel_sizes)
     s: Schema = {}
     if isinstance(arch, MobileNetV2Arch):
         _conv(s, ConvPlan("features.0.0", 3, arch.input_channel, 3, 2))

@@ -5,6 +5,7 @@ eca-multi conformance [--backends torch,keras-jax,...] [--impl SPEC ...] [--case
 eca-multi goldens [--check] [--force]
 eca-multi kernel-size C [--gamma 2] [--b 1] [--min 1]
 eca-multi port SRC --arch NAME --to {canonical,torch,keras,flax} -o OUT [--verify] [--force]
+eca-multi port hf-hub:OWNER/REPO[@REV] --to ... -o OUT [--verify]   (arch from its config.json)
 eca-multi models
 eca-multi attention-table C [--kernel-size K] [--reduction 16] [--groups 4] [--spatial M]
 eca-multi export [--groups torch,keras-tensorflow,...] [--models layer,eca_resnet50] [--json PATH]
@@ -100,18 +101,17 @@ def _kernel_size(a: argparse.Namespace) -> int:
 
 
 def _port(a: argparse.Namespace) -> int:
-    from .port import VerificationError, parse_kernel_sizes, port
+    from .port import VerificationError, port
 
     try:
-        ks = parse_kernel_sizes(a.kernel_sizes, a.arch)
         report = port(
             a.src,
-            a.arch,
+            a.arch,  # None: a hf-hub: name's config.json says (files: a clear error)
             a.to,
             a.output,
             verify=a.verify,
             force=a.force,
-            kernel_sizes=ks,
+            kernel_sizes=a.kernel_sizes,  # the text; parsed once the architecture is known
             num_classes=a.num_classes,
             progress=not a.no_progress,
         )
@@ -236,8 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--min", type=int, default=1)
     k.set_defaults(func=_kernel_size)
     p_ = sub.add_parser("port", help="port weights between torch, Keras, Flax and canonical files")
-    p_.add_argument("src", type=Path, help="source weight file (format detected by content)")
-    p_.add_argument("--arch", required=True, help="architecture (see `eca-multi models`)")
+    p_.add_argument(
+        "src", help="source weight file (format detected by content) or hf-hub:OWNER/REPO[@REV]"
+    )
+    p_.add_argument(
+        "--arch",
+        default=None,
+        help="architecture (see `eca-multi models`); required for files, a hf-hub: source "
+        "defaults to its config.json's",
+    )
     p_.add_argument("--to", required=True, choices=("canonical", "torch", "keras", "flax"))
     p_.add_argument("-o", "--output", required=True, type=Path, help="output file")
     p_.add_argument("--verify", action="store_true", help="compare logits of source and output")

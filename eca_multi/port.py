@@ -3,9 +3,12 @@
     report = port("eca_resnet50_k3557.pth.tar", "eca_resnet50", "keras", "eca50.weights.h5",
                   verify=True)
     print(report)  # source format, tensors, kernel sizes, max abs logit difference, top-5
+    port("hf-hub:timm/ecaresnet26t.ra2_in1k", None, "flax", "eca26t.msgpack")  # arch: config.json
 
 The source is read by :func:`read_source` (format detected by content, strict key / shape /
-kernel-size checks, pickled code never executed). Targets:
+kernel-size checks, pickled code never executed); a ``hf-hub:owner/repo[@revision]`` name is
+resolved by :mod:`eca_multi.hub` (``huggingface_hub``'s download and cache; the architecture and
+timm's pretrained config come from the repository's ``config.json``). Targets:
 
 * ``canonical``: safetensors (or ``.npz``) in torch names and layouts, with source metadata;
 * ``torch``: official architectures -> ``.pth`` state_dict (or the official ``.pth.tar`` layout
@@ -22,6 +25,11 @@ Outputs are written to a temp file and renamed; an existing file is replaced onl
 ``force=True``. ``verify=True`` loads the *written file* back into its framework, runs it and the
 source model on the same random batch (eval mode) and raises :class:`VerificationError` when the
 logits differ by more than the tolerance (1e-4 max abs).
+
+timm's pretrained config (``info["pretrained_cfg"]``: from a hub repository's ``config.json``, or
+from the metadata of a file eca-multi wrote) travels into every output's metadata
+(:func:`eca_multi.preprocess.metadata_entries`) and is read back by :func:`read_source`;
+:mod:`eca_multi.preprocess` turns it into the matching eval preprocessing.
 
 No framework is imported at module import; each step imports the one it needs.
 """
@@ -40,7 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from . import archs
+from . import archs, hub
+from .preprocess import PretrainedConfig, cfg_from_metadata, metadata_entries
 from .registry import BACKENDS, CANONICAL_CONTAINERS, READERS, BackendNotInstalled, framework_of
 from .weights.io import save_file
 from .weights.sources import finish_source, read_container, sniff
@@ -123,14 +132,24 @@ class PortReport:
         meta = {
             k: self.source_info[k] for k in ("epoch", "arch", "best_prec1") if k in self.source_info
         }
+        hub_info = self.source_info.get("hub")
+        if hub_info:  # where the hub file came from
+            meta["file"] = f"{hub_info['file']} via huggingface_hub"
         lines = [
             f"source: {self.src} ({self.source_format}"
             + (f", {', '.join(f'{k}={_num(v)}' for k, v in meta.items())}" if meta else "")
             + ")",
-            f"arch:   {self.arch} ({self.tensors} tensors, {self.num_classes} classes, ECA kernel "
+            f"arch:   {self.arch} ("
+            + ("from config.json; " if hub_info and hub_info.get("arch_from_config") else "")
+            + f"{self.tensors} tensors, {self.num_classes} classes, ECA kernel "
             f"sizes {_ks_text(self.kernel_sizes)})",
-            f"wrote:  {self.out} ({self.to}) in {self.seconds:.1f} s",
         ]
+        cfg = self.source_info.get("pretrained_cfg")
+        if cfg is not None:
+            lines.append(
+                f"config: {PretrainedConfig.from_dict(cfg).summary()} (into the output's metadata)"
+            )
+        lines.append(f"wrote:  {self.out} ({self.to}) in {self.seconds:.1f} s")
         if self.verify is not None:
             lines.append(str(self.verify))
         return "\n".join(lines)
@@ -274,7 +293,8 @@ def read_source(
     Returns:
         (canonical state in schema order, info) where info holds "format", "framework",
         "kernel_sizes", "num_classes", "path" and format metadata (official: epoch, arch,
-        best_prec1; safetensors: metadata).
+        best_prec1; safetensors: metadata), and "pretrained_cfg" when the file records timm's
+        pretrained config (files eca-multi wrote from a hub repository, or ported on from one).
 
     Raises:
         FileNotFoundError, SourceError (unreadable / unsafe), ValueError (kernel sizes),
@@ -287,7 +307,11 @@ def read_source(
     else:
         io = backend_io(READERS[container])
         state, info = io.read_file(path, container, arch, num_classes)
-    return finish_source(path, arch, state, info, kernel_sizes, num_classes, strict)
+    state, info = finish_source(path, arch, state, info, kernel_sizes, num_classes, strict)
+    cfg = cfg_from_metadata(info.get("metadata"))  # every reader puts a file's metadata here
+    if cfg is not None:
+        info["pretrained_cfg"] = cfg
+    return state, info
 
 
 def model_from_state(framework: str, arch: str, state: Mapping[str, Any], info: Mapping) -> Any:
@@ -372,6 +396,8 @@ def _write(
             "source_file": Path(info["path"]).name,
             "arch": arch,
             "kernel_sizes": _ks_text(info["kernel_sizes"]),
+            **({"source_hub": info["hub"]["name"]} if info.get("hub") else {}),
+            **metadata_entries(info.get("pretrained_cfg")),
         }
         save_file(out, state, meta, overwrite=force)
     else:
@@ -380,7 +406,7 @@ def _write(
 
 def port(
     src: str | os.PathLike,
-    arch: str,
+    arch: str | None,
     to: str,
     out: str | os.PathLike,
     *,
@@ -397,15 +423,19 @@ def port(
 
     Args:
         src: the source file (official ``.pth.tar``, torch ``.pth`` / ``.bin``, timm or canonical
-            ``.safetensors``, ``.npz``, our Keras ``.weights.h5`` / ``.keras`` or Flax export).
-        arch: architecture name (``eca-multi models`` lists them).
+            ``.safetensors``, ``.npz``, our Keras ``.weights.h5`` / ``.keras`` or Flax export), or
+            a hub name ``"hf-hub:owner/repo[@revision]"`` (:mod:`eca_multi.hub`: its
+            ``model.safetensors`` or ``pytorch_model.bin`` and ``config.json``).
+        arch: architecture name (``eca-multi models`` lists them); None for a hub name takes the
+            ``architecture`` of its ``config.json`` (required for files).
         to: "canonical", "torch", "keras" or "flax".
         out: the output file (an existing folder gets a default name inside it).
         verify: load the written file back, compare logits with the source on a random batch and
             raise :class:`VerificationError` above ``tolerance``.
         force: replace an existing output file.
-        kernel_sizes: None (the architecture's, checked against the checkpoint), explicit sizes,
-            or "checkpoint" (build with whatever the checkpoint holds).
+        kernel_sizes: None (the architecture's, checked against the checkpoint), explicit sizes
+            (or their text, "3,5,5,7"), or "checkpoint" (build with whatever the checkpoint
+            holds).
         num_classes: classifier width (default: read from the checkpoint).
         progress: show a progress bar on stderr for models with many tensors.
         tolerance: the verification's max abs logit difference.
@@ -419,17 +449,38 @@ def port(
     Raises:
         FileExistsError: ``out`` exists and not ``force``. FileNotFoundError: no ``src``.
         SourceError / ValueError / WeightMismatchError: unreadable, unsafe or mismatched source.
+        HubError (a ValueError): a hub repository that is no ECA model eca-multi knows, or that
+            cannot be found (online, or offline in the cache).
         VerificationError: verify=True and the logits differ beyond ``tolerance``.
     """
     t0 = time.perf_counter()
     if to not in TARGETS:
         raise ValueError(f"unknown target {to!r}; choose from {', '.join(TARGETS)}")
+    source = _hub_source(src, arch)  # config.json only: the weights come once out is checked
+    if source is not None:
+        arch = source.arch
+    elif arch is None:
+        raise ValueError(
+            f"{src}: the architecture is required for a weight file (--arch NAME, "
+            f"`eca-multi models` lists them; only {hub.PREFIX} names carry their own)"
+        )
+    if isinstance(kernel_sizes, str):
+        kernel_sizes = parse_kernel_sizes(kernel_sizes, arch)
     out = Path(out)
     if out.is_dir():
         out = out / _default_name(to, arch)
     if out.exists() and not force:  # fail before any expensive work
         raise FileExistsError(f"{out} exists; pass force=True (CLI: --force) to replace it")
-    state, info = read_source(src, arch, kernel_sizes=kernel_sizes, num_classes=num_classes)
+    path = src if source is None else source.weights()  # hub: downloaded or from the cache
+    state, info = read_source(path, arch, kernel_sizes=kernel_sizes, num_classes=num_classes)
+    if source is not None:
+        info["hub"] = {
+            **source.describe(),
+            "file": Path(path).name,
+            "arch_from_config": source.arch_from_config,
+        }
+        if source.pretrained_cfg is not None:  # config.json wins over the file's metadata
+            info["pretrained_cfg"] = source.pretrained_cfg
     bar = _Progress(len(state), progress and len(state) >= PROGRESS_MIN_TENSORS)
     try:
         bar.stage(f"converting to {to}")
@@ -448,10 +499,10 @@ def port(
         )
         if verify:
             bar.stage("verifying")
-            source = (info["framework"], _source_model(src, arch, state, info))
+            source_model = (info["framework"], _source_model(path, arch, state, info))
             target = load_model(out, arch, num_classes=info["num_classes"])
             report.verify = verify_models(
-                source, target, batch=verify_batch, size=verify_size, tolerance=tolerance
+                source_model, target, batch=verify_batch, size=verify_size, tolerance=tolerance
             )
             bar.step(len(state), "verified")
     finally:
@@ -460,6 +511,12 @@ def port(
     if report.verify is not None and not report.verify.ok:
         raise VerificationError(report)
     return report
+
+
+def _hub_source(src: str | os.PathLike, arch: str | None) -> hub.HubModel | None:
+    """A hub name resolved (its config.json read and checked); None for a file."""
+    name = os.fspath(src)
+    return hub.resolve(name, arch) if hub.is_hub_name(name) else None
 
 
 def _source_model(src: str | os.PathLike, arch: str, state: Mapping, info: Mapping) -> Any:

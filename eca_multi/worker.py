@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .registry import GROUPS, Group, resolve
+from .registry import BACKENDS, GROUPS, Group, resolve
 
 __all__ = ["ROLES", "main", "versions"]
 
@@ -102,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.group is None and a.role != "impl":
         p.error(f"{a.role} needs --group")
     group = resolve(a.group)[0] if a.group is not None else None
+    if group is not None:  # e.g. torch before Keras: a bench row may run timm after TensorFlow
+        for name in BACKENDS[group.backend].preload:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass  # the order only matters when both frameworks are present
     data = ROLES[a.role](group, json.loads(a.opts))
     with open(a.json, "w") as f:
         json.dump(data, f, indent=1, default=str)

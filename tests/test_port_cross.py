@@ -201,7 +201,9 @@ def test_cli_port_to_keras_with_verify(official, workdir):
     assert detect_format(out) == "keras-weights"
 
 
-@pytest.mark.parametrize("script", ["port_official_example.py", "port_timm_example.py"])
+@pytest.mark.parametrize(
+    "script", ["port_official_example.py", "port_timm_example.py", "port_hub_example.py"]
+)
 def test_examples_run(script, tmp_path):
     r = subprocess.run(
         [sys.executable, str(_ROOT / "examples" / script), "--out", str(tmp_path)],

@@ -115,6 +115,31 @@ def _model_rows(quick: bool, reps: int) -> list[dict]:
     return [{**base, "pass": "inference", **inf}, {**base, "pass": "train step", **train}]
 
 
+def _timm_rows(quick: bool, reps: int) -> list[dict]:
+    """ECA-NFNet-L0 inference against timm's own model on the same CPU (floor = timm)."""
+    from ..peers.timm import inference
+    from . import models
+
+    name, (batch, size) = "eca_nfnet_l0", (1, 64) if quick else (4, 224)
+    timm_run = inference(name, batch, size)
+    model = models.create_model(name, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, size, size, 3), np.float32))
+    jitted = nnx.jit(lambda m, x: m(x))
+    base = {
+        "framework": "flax",
+        "mode": "vs timm",
+        "shape": f"ECA-NFNet-L0 {batch}x{size}x{size}x3",
+        "dtype": "float32",
+        "note": "floor = timm.create_model(name) eval, no_grad, NCHW (torch eager)",
+    }
+    eager = paired(timm_run, lambda: _ready(model(x)), reps=reps, block_s=0)
+    jit = paired(timm_run, lambda: _ready(jitted(model, x)), reps=reps, block_s=0)
+    return [
+        {**base, "pass": "inference (eager)", **eager},
+        {**base, "pass": "inference (nnx.jit)", **jit},
+    ]
+
+
 def run(opts: dict) -> list[dict]:
     """Layer rows for every shape x dtype x pass, then the model rows."""
     quick = bool(opts.get("quick"))
@@ -126,4 +151,5 @@ def run(opts: dict) -> list[dict]:
                 rows += _mode_rows(shape, dtype, reps)
     if opts.get("models", True):
         rows += _model_rows(quick, reps)
+        rows += _timm_rows(quick, inference_reps(reps))
     return rows

@@ -4,7 +4,8 @@
   of every Conv / BatchNorm / Linear / attention joined by dots is its canonical name) and change
   layouts only through :mod:`eca_multi.weights.layouts`.
 * Files: our own Flax export, msgpack of ``nnx.state`` as a pure dict
-  (:func:`save_weights_file`, :func:`load_weights_file`, :func:`is_flax_export`).
+  (:func:`save_weights_file`, :func:`load_weights_file`, :func:`is_flax_export`), with a port's
+  str -> str metadata (timm's pretrained config) before the state (:func:`read_metadata`).
 * Layers: :func:`export_canonical` / :func:`load_canonical` (from :mod:`eca_multi.flax.family`).
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 from flax import nnx, serialization
 
 from .. import archs
+from ..preprocess import metadata_entries
 from ..registry import package_versions
 from ..weights import Layout, WeightMismatchError, check_state, to_canonical, to_native
 from ..weights.io import atomic_write_bytes
@@ -45,6 +47,7 @@ __all__ = [
     "load_weights_file",
     "logits",
     "read_file",
+    "read_metadata",
     "save_weights_file",
     "versions",
     "write_file",
@@ -64,8 +67,13 @@ def _slots(model: nnx.Module) -> dict[str, tuple[nnx.Variable, Layout]]:
     out: dict[str, tuple[nnx.Variable, Layout]] = {}
     for path, m in nnx.iter_modules(model):
         p = ".".join(str(part) for part in path)
-        if isinstance(m, nnx.Conv):  # grouped (depthwise) too: (kh, kw, 1, C) is CONV2D
+        if hasattr(m, "canonical_variables"):  # our own weighted modules (StdConv ...)
+            for key, entry in m.canonical_variables().items():
+                out[f"{p}.{key}"] = entry
+        elif isinstance(m, nnx.Conv):  # grouped (depthwise) too: (kh, kw, I / groups, O)
             out[f"{p}.weight"] = (m.kernel, Layout.CONV2D)
+            if m.bias is not None:
+                out[f"{p}.bias"] = (m.bias, Layout.NONE)
         elif isinstance(m, nnx.Linear):
             out[f"{p}.weight"] = (m.kernel, Layout.LINEAR)
             out[f"{p}.bias"] = (m.bias, Layout.NONE)
@@ -185,13 +193,19 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def save_weights_file(model: nnx.Module, path: str | os.PathLike, overwrite: bool = False) -> Path:
+def save_weights_file(
+    model: nnx.Module,
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
     """Write the model's weights as our Flax export: msgpack of ``nnx.state`` as a pure dict.
 
     The file holds ``{"format": "eca-multi-flax-nnx", "arch": name, "num_classes": n, "model":
-    {"attention": kind or None, "attention_kwargs": {...}}, "state": pure dict of nnx.Param and
-    nnx.BatchStat as NumPy arrays}``; written to a temp file and renamed (atomic). (msgpack
-    sorts the keys: ``format`` stays within the first bytes :func:`is_flax_export` reads.)
+    {"attention": kind or None, "attention_kwargs": {...}}, "metadata": {str: str} (only when
+    given), "state": pure dict of nnx.Param and nnx.BatchStat as NumPy arrays}``; written to a
+    temp file and renamed (atomic). (msgpack sorts the keys: ``format`` stays within the first
+    bytes :func:`is_flax_export` reads; ``metadata`` comes before ``state``.)
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
@@ -205,6 +219,7 @@ def save_weights_file(model: nnx.Module, path: str | os.PathLike, overwrite: boo
             "arch": model.arch_name,
             "num_classes": model.num_classes,
             "model": {"attention": model.attention, "attention_kwargs": model.attention_kwargs},
+            **({"metadata": {str(k): str(v) for k, v in metadata.items()}} if metadata else {}),
             "state": pure,
         }
     )
@@ -309,10 +324,30 @@ def detect_format(path: str | os.PathLike, container: str) -> str:
 def read_file(
     path: str | os.PathLike, fmt: str, arch: str, num_classes: int | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Our Flax export as (canonical state, info), through the model it loads into."""
+    """Our Flax export as (canonical state, info), through the model it loads into; info
+    "metadata" holds what a port stored beside the weights (:func:`read_metadata`)."""
     with source_errors(path, f"a Flax {arch} export", "Flax export"):
         model = load_weights_file(path, arch, num_classes, kernel_sizes="checkpoint")
-    return export_canonical_model(model), {"format": fmt}
+        meta = read_metadata(path)
+    return export_canonical_model(model), {"format": fmt, "metadata": meta}
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The str -> str metadata of our Flax export (``{}`` for files without), read without
+    decoding the weights: the top-level map is walked entry by entry up to ``state``."""
+    import msgpack  # flax's own dependency (flax.serialization)
+
+    with open(path, "rb") as f:
+        unpacker = msgpack.Unpacker(f, raw=False)
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            if key == "metadata":
+                meta = unpacker.unpack()
+                return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+            if key == "state":  # save_weights_file writes the metadata before the state
+                return {}
+            unpacker.skip()
+    return {}
 
 
 def load_file(
@@ -337,10 +372,12 @@ def write_file(
     info: Mapping,
     overwrite: bool = False,
 ) -> None:
-    """Build ``arch`` (no random init), load the state, write our export (atomic)."""
+    """Build ``arch`` (no random init), load the state, write our export (atomic); timm's
+    pretrained config in ``info`` goes into its metadata (:func:`read_metadata`)."""
     model = abstract_model(arch, info["num_classes"], info["kernel_sizes"])
     load_canonical_model(model, state, name=arch, strict=True)
-    save_weights_file(model, path, overwrite=overwrite)
+    meta = metadata_entries(info.get("pretrained_cfg"))
+    save_weights_file(model, path, overwrite=overwrite, metadata=meta)
 
 
 def logits(model: nnx.Module, x_nchw: np.ndarray) -> np.ndarray:

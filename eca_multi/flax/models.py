@@ -444,6 +444,10 @@ def _build(
     nc = arch.num_classes if num_classes is None else int(num_classes)
     att = (attention, attention_kwargs)
     ks = archs.default_kernel_sizes(name, kernel_sizes)
+    if arch.kind == "graph":  # timm's NFNet, ByobNet, pruned ResNets: the graph interpreter
+        from .graph import GraphNet  # (it imports this module)
+
+        return GraphNet(arch, nc, ks, make, *att)
     return _MODELS[arch.kind](arch, nc, ks, make, *att)
 
 

@@ -28,6 +28,7 @@ from .family import (
 from .io import export_canonical_model, load_canonical_model, load_weights_file, save_weights_file
 from .layer import ECA
 from .models import create_model
+from .preprocess import preprocess_layers
 
 __all__ = [
     "ATTENTIONS",
@@ -46,5 +47,6 @@ __all__ = [
     "load_canonical_model",
     "load_weights_file",
     "make_attention",
+    "preprocess_layers",
     "save_weights_file",
 ]

@@ -162,6 +162,32 @@ def _model_rows(quick: bool, reps: int) -> list[dict]:
     return rows
 
 
+def _timm_rows(quick: bool, reps: int) -> list[dict]:
+    """ECA-NFNet-L0 inference against timm's own model on the same CPU (floor = timm)."""
+    from ..peers.timm import inference
+    from . import models
+
+    name, (batch, size) = "eca_nfnet_l0", (1, 64) if quick else (4, 224)
+    timm_run = inference(name, batch, size)
+    keras.utils.set_random_seed(0)
+    model = models.create_model(name, data_format="channels_last")
+    x = np.random.default_rng(0).standard_normal((batch, size, size, 3), dtype=np.float32)
+    base = {
+        "framework": f"keras-{_BACKEND}",
+        "mode": "vs timm",
+        "shape": f"ECA-NFNet-L0 {batch}x{size}x{size}x3",
+        "dtype": "float32",
+        "note": "floor = timm.create_model(name) eval, no_grad, NCHW (torch eager)",
+    }
+    eager = paired(timm_run, lambda: _sync(model(x, training=False)), reps=reps, block_s=0)
+    rows = [{**base, "pass": "inference (eager call)", **eager}]
+    if _BACKEND != "torch":  # predict_on_batch compiles (XLA) on jax; TF: jit_compile=True
+        model.compile(jit_compile=True)
+        jit = paired(timm_run, lambda: model.predict_on_batch(x), reps=reps, block_s=0)
+        rows.append({**base, "pass": "inference (jit)", **jit})
+    return rows
+
+
 def run(opts: dict) -> list[dict]:
     """Layer rows for every shape x dtype x mode x pass, then the model rows."""
     quick = bool(opts.get("quick"))
@@ -177,4 +203,5 @@ def run(opts: dict) -> list[dict]:
                     rows += _mode_rows(shape, dtype, jit, reps)
     if opts.get("models", True):
         rows += _model_rows(quick, reps)
+        rows += _timm_rows(quick, inference_reps(reps))
     return rows

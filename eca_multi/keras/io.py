@@ -5,14 +5,19 @@
   each tensor by canonical name, check its exact shape against :func:`eca_multi.archs.schema` of
   the model's configuration and convert it with :mod:`eca_multi.weights.layouts`.
 * Files: ``.weights.h5`` (weights) and ``.keras`` (whole model) through Keras' own saving
-  (:func:`save_weights_file`, :func:`load_weights_file`), written atomically.
+  (:func:`save_weights_file`, :func:`load_weights_file`), written atomically. A port's metadata
+  (timm's pretrained config) rides along where Keras ignores it: a root attribute
+  ``eca_multi_metadata`` of the ``.weights.h5``, a member ``eca_multi_metadata.json`` of the
+  ``.keras`` zip (:func:`read_metadata`).
 * Layers: :func:`export_canonical` / :func:`load_canonical` (from :mod:`eca_multi.keras.family`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,7 @@ from keras import layers, ops
 
 from ..archs import get_arch, head_name, kernel_sizes_from_kernels, schema
 from ..family import se_reduced_channels
+from ..preprocess import metadata_entries
 from ..registry import package_versions
 from ..weights.io import atomic_path
 from ..weights.layouts import Layout, to_canonical, to_native
@@ -47,6 +53,7 @@ __all__ = [
     "load_weights_file",
     "logits",
     "read_file",
+    "read_metadata",
     "save_weights_file",
     "versions",
     "write_file",
@@ -72,10 +79,15 @@ def _variables(model: keras.Model) -> dict[str, tuple[Any, Layout]]:
     table: dict[str, tuple[Any, Layout]] = {}
     for layer in model.layers:
         n = torch_path(layer.name)
-        if isinstance(layer, layers.DepthwiseConv2D):
+        if hasattr(layer, "canonical_variables"):  # our own weighted layers (StdConv2D ...)
+            for key, entry in layer.canonical_variables().items():
+                table[f"{n}.{key}"] = entry
+        elif isinstance(layer, layers.DepthwiseConv2D):
             table[f"{n}.weight"] = (layer.kernel, Layout.DEPTHWISE)  # torch (C,1,kh,kw)
-        elif isinstance(layer, layers.Conv2D):
+        elif isinstance(layer, layers.Conv2D):  # grouped too: (kh, kw, in / groups, out)
             table[f"{n}.weight"] = (layer.kernel, Layout.CONV2D)
+            if layer.use_bias:
+                table[f"{n}.bias"] = (layer.bias, Layout.NONE)
         elif isinstance(layer, layers.BatchNormalization):
             for torch_name, attr in _BN_VARS:
                 table[f"{n}.{torch_name}"] = (getattr(layer, attr), Layout.NONE)
@@ -350,10 +362,12 @@ def detect_format(path: str | os.PathLike, container: str) -> str:
 def read_file(
     path: str | os.PathLike, fmt: str, arch: str, num_classes: int | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """A Keras file as (canonical state, info), through the model it loads into."""
+    """A Keras file as (canonical state, info), through the model it loads into; info
+    "metadata" holds what a port stored beside the weights (:func:`read_metadata`)."""
     with source_errors(path, f"a Keras {arch} ({fmt})", f"{fmt} file"):
         model = load_weights_file(path, arch, num_classes=num_classes)
-    return export_canonical_model(model, arch), {"format": fmt}
+        meta = read_metadata(path)
+    return export_canonical_model(model, arch), {"format": fmt, "metadata": meta}
 
 
 def load_file(
@@ -378,10 +392,56 @@ def write_file(
     info: Mapping,
     overwrite: bool = False,
 ) -> None:
-    """Build ``arch`` with the state's classes and kernel sizes, load it, save it (atomic)."""
+    """Build ``arch`` with the state's classes and kernel sizes, load it, save it (atomic);
+    timm's pretrained config in ``info`` goes into the file's metadata (:func:`read_metadata`)."""
     model = create_model(arch, info["num_classes"], info["kernel_sizes"])
     load_canonical_model(model, state, name=arch, strict=True)
-    save_weights_file(model, path, overwrite=overwrite)
+    meta = metadata_entries(info.get("pretrained_cfg"))
+    if not meta:
+        save_weights_file(model, path, overwrite=overwrite)
+        return
+    path = Path(path)
+    suffix = _suffix(path)
+    with atomic_path(path, overwrite=overwrite, suffix=f".tmp{suffix}") as tmp:
+        save_weights_file(model, tmp, overwrite=True)  # the temp file, renamed when complete
+        _write_metadata(tmp, suffix, meta)
+
+
+_META_ATTR = "eca_multi_metadata"  # .weights.h5: a root attribute (Keras reads only groups)
+_META_MEMBER = "eca_multi_metadata.json"  # .keras: a zip member (Keras reads only its own)
+
+
+def _write_metadata(path: Path, suffix: str, meta: Mapping[str, str]) -> None:
+    text = json.dumps(dict(meta), sort_keys=True)
+    if suffix == ".keras":
+        with zipfile.ZipFile(path, "a") as z:
+            z.writestr(_META_MEMBER, text)
+    else:
+        import h5py
+
+        with h5py.File(path, "a") as f:
+            f.attrs[_META_ATTR] = text  # a variable-length string: no 64 KiB attribute limit
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The str -> str metadata a port stored in a ``.weights.h5`` / ``.keras`` file (``{}`` for
+    files without)."""
+    path = Path(path)
+    if zipfile.is_zipfile(path):  # .keras (by content, as the port's sniffing)
+        with zipfile.ZipFile(path) as z:
+            if _META_MEMBER not in z.namelist():
+                return {}
+            text = z.read(_META_MEMBER).decode("utf-8")
+    else:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            text = f.attrs.get(_META_ATTR)
+        if text is None:
+            return {}
+        text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+    meta = json.loads(text)
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 def logits(model: keras.Model, x_nchw: np.ndarray) -> np.ndarray:

@@ -418,6 +418,16 @@ def _mobilenet_v2(inputs, arch: MobileNetV2Arch, num_classes: int, kernel_sizes,
 _BUILDERS = {ResNetArch.kind: _resnet, MobileNetV2Arch.kind: _mobilenet_v2}
 
 
+def _builder(kind: str):
+    """The builder of an architecture kind; graphs (timm's NFNet, ByobNet, pruned ResNets) are
+    :mod:`eca_multi.keras.graph`'s interpreter (imported here: it imports this module)."""
+    if kind == "graph":
+        from .graph import build
+
+        return build
+    return _BUILDERS[kind]
+
+
 def create_model(
     name: str,
     num_classes: int | None = None,
@@ -467,7 +477,7 @@ def create_model(
         input_shape = (3, None, None) if data_format == "channels_first" else (None, None, 3)
     num_classes = arch.num_classes if num_classes is None else num_classes
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    build = _BUILDERS[arch.kind]
+    build = _builder(arch.kind)
     att = (attention, dict(attention_kwargs) if attention_kwargs else None)
     outputs = build(inputs, arch, num_classes, kernel_sizes, data_format, att)
     with _recursion_limit():

@@ -66,3 +66,20 @@ class _Ceca(_Timm):
 
 eca = _Eca()
 ceca = _Ceca()
+
+
+def inference(name: str, batch: int, size: int, seed: int = 0):
+    """A benchmark floor: ``timm.create_model(name)`` in eval mode under ``no_grad`` on a random
+    NCHW batch; returns the callable that runs it once (``eca-multi bench``'s "vs timm" rows)."""
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    model = timm.create_model(name, pretrained=False).eval()
+    x = torch.randn(batch, 3, size, size)
+
+    def run():
+        with torch.no_grad():
+            return model(x)
+
+    return run

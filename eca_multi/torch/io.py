@@ -10,12 +10,16 @@
 * Files: torch pickles (the official ``.pth.tar`` checkpoints, bare ``state_dict`` ``.pth`` /
   ``.bin``), read only with ``torch.load(weights_only=True)`` so a pickle that carries code is
   refused, never run; written as ``.pth`` / ``.pth.tar`` (the official layout) or timm's
-  ``model.safetensors``.
+  ``model.safetensors``. timm's pretrained config (``info["pretrained_cfg"]``) goes into the
+  safetensors metadata and the ``.pth.tar``'s ``pretrained_cfg`` entry, and for timm
+  architectures into a ``config.json`` beside ``model.safetensors`` (what ``timm.create_model(
+  "local-dir:FOLDER", pretrained=True)`` and the Hub read); a bare ``state_dict`` has no room.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +31,7 @@ from torch import nn
 
 from .. import archs
 from ..family import attention_schema
+from ..preprocess import METADATA_KEY, metadata_entries
 from ..registry import package_versions
 from ..weights import check_state
 from ..weights.io import atomic_write_bytes
@@ -227,6 +232,8 @@ def read_file(
     if fmt == "official":
         info.update({k: _scalar(obj[k]) for k in _OFFICIAL_META if k in obj})
         info["has_optimizer"] = "optimizer" in obj
+        if isinstance(obj.get(METADATA_KEY), str):  # written by _file_bytes below
+            info["metadata"] = {METADATA_KEY: obj[METADATA_KEY]}
     sd, stripped = strip_prefix(sd)
     info["prefix_stripped"] = "module." if stripped else ""
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
@@ -257,10 +264,12 @@ def default_name(arch: str) -> str:
 
 def _file_bytes(state: Mapping[str, Any], out: Path, arch: str, info: Mapping) -> bytes:
     tensors = {k: torch.from_numpy(_writable(state[k])) for k in state}
+    extra = metadata_entries(info.get("pretrained_cfg"))  # {} or {"pretrained_cfg": JSON}
     if out.name.endswith(".safetensors"):  # timm's model.safetensors: a plain state_dict
         from safetensors.torch import save
 
-        return save(tensors, metadata={"format": "pt", "source": info["format"], "arch": arch})
+        meta = {"format": "pt", "source": info["format"], "arch": arch, **extra}
+        return save(tensors, metadata=meta)
     obj: Any = tensors
     if out.name.endswith(".pth.tar"):  # the official ECA-Net layout (DataParallel keys)
         obj = {
@@ -269,6 +278,7 @@ def _file_bytes(state: Mapping[str, Any], out: Path, arch: str, info: Mapping) -
             "state_dict": {f"module.{k}": v for k, v in tensors.items()},
             "best_prec1": info.get("best_prec1", 0.0),
             "optimizer": None,
+            **extra,  # a JSON str: torch.load(weights_only=True) reads it
         }  # no optimizer state survives a port
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -283,11 +293,47 @@ def write_file(
     overwrite: bool = False,
 ) -> None:
     """Write a canonical state as ``.pth`` / ``.pt`` / ``.bin`` (a ``state_dict``),
-    ``.pth.tar`` (the official checkpoint layout) or ``.safetensors`` (timm's file); atomic."""
+    ``.pth.tar`` (the official checkpoint layout) or ``.safetensors`` (timm's file); atomic.
+
+    A timm architecture's ``model.safetensors`` with a pretrained config in ``info`` also gets
+    timm's ``config.json`` beside it (replaced only with ``overwrite``, like the weights)."""
     out = Path(path)
     if not out.name.endswith(SUFFIXES):
         raise ValueError(f"{out}: torch output must end with {', '.join(SUFFIXES)}")
+    config = _timm_config(out, arch, info)
+    config_path = out.with_name("config.json")
+    if config is not None and config_path.exists() and not overwrite:  # before any writing
+        raise FileExistsError(
+            f"{config_path} exists (timm's config.json, written beside {out.name}); pass "
+            "overwrite=True (CLI: --force) to replace it"
+        )
     atomic_write_bytes(out, _file_bytes(state, out, arch, info), overwrite=overwrite)
+    if config is not None:
+        text = json.dumps(config, indent=2) + "\n"
+        atomic_write_bytes(config_path, text.encode(), overwrite=overwrite)
+
+
+_SOURCE_KEYS = ("url", "file", "hf_hub_id", "hf_hub_filename", "source")  # where it came from
+_LABEL_KEYS = ("label_names", "label_descriptions")
+
+
+def _timm_config(out: Path, arch: str, info: Mapping) -> dict | None:
+    """timm's ``config.json`` for a timm architecture's ``model.safetensors`` (as
+    ``timm.models.save_config_for_hf`` lays it out); None when there is nothing to say."""
+    cfg = info.get("pretrained_cfg")
+    if cfg is None or out.name != "model.safetensors" or archs.get_arch(arch).family != "timm":
+        return None
+    cfg = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}  # timm drops these on export
+    labels = {k: cfg.pop(k) for k in _LABEL_KEYS if k in cfg}
+    if cfg.get("num_classes", info["num_classes"]) != info["num_classes"]:
+        labels = {}  # another head: the source's label names no longer apply (timm does this)
+    cfg["num_classes"] = info["num_classes"]
+    return {
+        "architecture": arch,
+        "num_classes": info["num_classes"],
+        **labels,
+        "pretrained_cfg": cfg,
+    }
 
 
 def logits(model: nn.Module, x_nchw: np.ndarray) -> np.ndarray:

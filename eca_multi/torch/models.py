@@ -413,14 +413,14 @@ def _timm_model(
     _remember(model, kernel_sizes, attention, attention_kwargs)
     if attention != "eca" or attention_kwargs:  # our module in each block's ``se`` (or none)
         arch = archs.get_arch(name)
+        arch.blocks(kernel_sizes, attention, attention_kwargs)  # graph archs: timm's ECA only
         for b in arch.blocks(kernel_sizes, attention, attention_kwargs):
             cfg = b.attention_config()
             model.get_submodule(b.prefix).se = None if cfg is None else from_config(cfg)
     elif kernel_sizes is not None:  # timm's rule sets k; swap in an ECA of the requested k
         for b in archs.get_arch(name).blocks(tuple(kernel_sizes)):
-            block = model.get_submodule(b.prefix)
-            if block.se.conv.kernel_size[0] != b.k:
-                block.se = EcaModule(channels=None, kernel_size=b.k)
+            if model.get_submodule(b.attention_prefix).conv.kernel_size[0] != b.k:
+                model.set_submodule(b.attention_prefix, EcaModule(channels=None, kernel_size=b.k))
     return model
 
 
@@ -476,6 +476,10 @@ def randomize_batchnorm_(
 ) -> nn.Module:
     """Give every BatchNorm random, well-posed affine parameters and statistics (tests, examples).
 
+    Weight-standardized convs (NFNet's ScaledStdConv2d) get random gains U(0.5, 1.5) (U(0.2, 0.6)
+    where they end a residual branch) and biases N(0, 0.1); graph architectures
+    (:mod:`eca_multi.graph`) get their classifier scaled to logits of unit spread.
+
     gamma ~ U(0.5, 1.5) (U(0.2, 0.6) for the BN that ends a residual branch, cf. timm's
     zero_init_last), beta ~ N(0, 0.1); running statistics estimated on one random image, then
     jittered (mean + 0.05 sigma noise, variance x U(0.95, 1.05)) so they differ per channel and
@@ -499,6 +503,15 @@ def randomize_batchnorm_(
     g = torch.Generator().manual_seed(seed)
     bns = {k: m for k, m in model.named_modules() if isinstance(m, _ops.BATCH_NORMS)}
     with torch.no_grad():
+        # weight-standardized convs (timm's ScaledStdConv2d: NFNet has no BatchNorm): random
+        # gains, small gains where the conv ends a residual branch (timm zero-inits them), biases
+        for key, m in model.named_modules():
+            gain = getattr(m, "gain", None)
+            if isinstance(m, nn.Conv2d) and isinstance(gain, nn.Parameter):
+                lo, hi = (0.2, 0.6) if key in last else (0.5, 1.5)
+                gain.copy_(lo + (hi - lo) * torch.rand(gain.shape, generator=g))
+                if m.bias is not None:
+                    m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
         for key, bn in bns.items():
             lo, hi = (0.2, 0.6) if key in last else (0.5, 1.5)
             bn.weight.copy_(lo + (hi - lo) * torch.rand(bn.num_features, generator=g))
@@ -512,4 +525,10 @@ def randomize_batchnorm_(
             bn.running_mean.add_(0.05 * bn.running_var.sqrt() * noise)
             bn.running_var.mul_(0.95 + 0.1 * torch.rand(bn.num_features, generator=g))
             bn.num_batches_tracked.fill_(int(torch.randint(1, 10_000, (1,), generator=g)))
+        if name in archs.ARCHS and archs.get_arch(name).kind == "graph":
+            # logits of unit size on the calibration image (a random head on deep features can
+            # give logits ~50, where float32 rounding alone reaches the 1e-4 port tolerance)
+            image = torch.randn(2, 3, image_size, image_size, generator=g)
+            fc = model.eval().get_submodule(archs.head_name(name))
+            fc.weight.mul_(1.0 / float(model(image).std()))
     return model.eval()
