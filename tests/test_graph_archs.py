@@ -212,3 +212,32 @@ def test_pruned_widths_are_checked():
     bad = graph.PrunedResNetArch(arch.name, arch.layers, tuple(table.items()))
     with pytest.raises(ValueError, match="layer1.0.conv2.weight takes 40 channels, not 47"):
         bad.schema()
+
+
+@pytest.mark.parametrize("name", ["eca_resnext26ts", "eca_nfnet_l0"])
+def test_train_mode_forward_matches_timm(name):
+    """Training-mode forwards (BatchNorm on batch statistics; NFNet has none) equal timm's."""
+    import keras
+    from flax import nnx
+
+    from eca_multi.flax.io import load_canonical_model as flax_load
+    from eca_multi.flax.models import create_model as flax_create
+    from eca_multi.keras.io import load_canonical_model as keras_load
+    from eca_multi.keras.models import create_model as keras_create
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm_(timm.create_model(name), seed=7, name=name, image_size=64)
+    state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    x = np.random.default_rng(7).standard_normal((2, 3, 65, 65)).astype(np.float32)
+    with torch.no_grad():
+        want = model.train()(torch.from_numpy(x)).double().numpy()
+    km = keras_create(name, data_format="channels_first")
+    keras_load(km, state)
+    got_k = np.asarray(keras.ops.convert_to_numpy(km(x, training=True)), np.float64)
+    fm = flax_create(name, rngs=nnx.Rngs(0))
+    flax_load(fm, state)
+    fm.train()
+    got_f = np.asarray(fm(x.transpose(0, 2, 3, 1)), np.float64)
+    for fw, got in (("keras-" + keras.backend.backend(), got_k), ("flax", got_f)):
+        err = float(np.abs(got - want).max())
+        assert err <= TOL, f"{fw}/{name} train mode at 65: max abs {err:.2e} > {TOL:.0e}"
