@@ -44,6 +44,7 @@ __all__ = [
     "parse_name",
     "pretrained_cfg_from_config",
     "resolve",
+    "seed_cache",
 ]
 
 PREFIX = "hf-hub:"
@@ -254,3 +255,30 @@ def _download(name: str, repo_id: str, filename: str, revision: str | None) -> P
         raise HubNotFoundError(
             f"{name}: cannot get {filename} ({type(e).__name__}: {_first_line(e)})"
         ) from e
+
+
+def seed_cache(
+    cache: str | Path, repo_id: str, files: Mapping[str, bytes], revision: str = "0" * 40
+) -> Path:
+    """Put a repository's files into a hub cache folder (``HF_HUB_CACHE``) by hand, in
+    huggingface_hub's own layout: blobs named by content hash, ``snapshots/<revision>/`` of
+    relative links to them, ``refs/main`` naming the revision. With ``HF_HUB_OFFLINE=1`` the
+    hub name then resolves from it (machines without network; the tests and examples).
+
+    Returns:
+        The snapshot folder.
+    """
+    import hashlib
+    import os
+
+    repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir(exist_ok=True)
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot

@@ -21,7 +21,6 @@ The same from the shell::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -29,7 +28,6 @@ from pathlib import Path
 import torch  # torch before TensorFlow in one process; timm (which imports huggingface_hub) later
 
 REPO = "timm/eca_nfnet_l0.ra2_in1k"
-COMMIT = "0" * 40  # any 40-hex revision names the stand-in snapshot
 
 
 def build_cache(home: Path) -> None:
@@ -38,6 +36,7 @@ def build_cache(home: Path) -> None:
     from safetensors.torch import save
     from timm.models._hub import save_config_for_hf
 
+    from eca_multi.hub import seed_cache
     from eca_multi.torch.models import randomize_batchnorm_
 
     torch.manual_seed(0)
@@ -47,16 +46,7 @@ def build_cache(home: Path) -> None:
     config = home / "config.json"
     save_config_for_hf(model, str(config))
     files = {"model.safetensors": save(model.state_dict()), "config.json": config.read_bytes()}
-    repo = home / "hub" / f"models--{REPO.replace('/', '--')}"
-    snapshot = repo / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir()
-    for name, data in files.items():
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
+    seed_cache(home / "hub", REPO, files)  # huggingface_hub's layout: blobs, snapshot, refs
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,6 @@ values huggingface_hub read from it (:func:`offline_cache`); the command-line te
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -47,18 +46,10 @@ _BIN = Path(sys.executable).parent  # the venv's bin: eca-multi lives beside pyt
 
 
 def _add_repo(cache: Path, repo_id: str, files: dict[str, bytes]) -> None:
-    """One repository in huggingface_hub's cache layout: blobs by hash, a snapshot of symlinks
-    to them, refs/main naming the snapshot's commit."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir()
-    for name, data in files.items():
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
+    """One repository in huggingface_hub's cache layout (eca_multi.hub.seed_cache)."""
+    from eca_multi.hub import seed_cache
+
+    seed_cache(cache, repo_id, files, COMMIT)
 
 
 def _timm_config(model, tmp: Path, **model_config) -> bytes:

@@ -14,14 +14,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax import lax
 
 from .. import archs
 from ..graph import GraphArch, Node
 from ..weights.layouts import Layout
-from .models import _AvgPoolCeil, _Factory
+from .models import _AvgPoolCeil, _Factory, _max_pool
 
 __all__ = ["GraphNet", "StdConv", "Tree"]
 
@@ -112,13 +111,6 @@ def _module(n: Node, make: _Factory) -> nnx.Module:
     if n.op == "linear":
         return make.linear(n["cin"], n["cout"])
     raise ValueError(f"the Flax graph interpreter has no weighted operation {n.op!r}")
-
-
-def _max_pool(x: jax.Array, k: int, stride: int, pad: int) -> jax.Array:
-    """torch ``MaxPool2d(k, stride, pad)``: pad with -inf, then a VALID window (NHWC)."""
-    x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
-    window, strides = (1, k, k, 1), (1, stride, stride, 1)
-    return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, window, strides, "VALID")
 
 
 _ACTS = {"relu": jax.nn.relu, "silu": jax.nn.silu}

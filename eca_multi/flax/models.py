@@ -121,12 +121,11 @@ class _AvgPoolCeil(nnx.Module):
         return s / jnp.asarray(count[None, :, :, None], x.dtype)
 
 
-def _max_pool(x: jax.Array) -> jax.Array:
-    """torch ``MaxPool2d(3, 2, padding=1)``: pad with -inf (never the max), then a VALID window."""
-    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-    return lax.reduce_window(
-        x, np.array(-np.inf, x.dtype), lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "VALID"
-    )
+def _max_pool(x: jax.Array, k: int = 3, stride: int = 2, pad: int = 1) -> jax.Array:
+    """torch ``MaxPool2d(k, stride, pad)`` on NHWC: pad with -inf (never the max), then VALID."""
+    x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
+    window, strides = (1, k, k, 1), (1, stride, stride, 1)
+    return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, window, strides, "VALID")
 
 
 class Sequential(nnx.List):
