@@ -23,6 +23,7 @@ Numerics follow timm 1.0.31:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -235,8 +236,12 @@ class GraphArch:
         raise NotImplementedError
 
     def graph(self, num_classes: int | None = None, kernel_sizes=None) -> Graph:
+        """The network (built once per configuration and shared: do not modify it)."""
         nc = self.num_classes if num_classes is None else int(num_classes)
         ks = None if kernel_sizes is None else tuple(int(k) for k in kernel_sizes)
+        return _cached_graph(self, nc, ks)
+
+    def _checked_graph(self, nc: int, ks: tuple[int, ...] | None) -> Graph:
         g = self.build(nc, ks)
         n_eca = sum(1 for n in g.nodes if n.op == "eca")
         if ks is not None and len(ks) != n_eca:
@@ -279,6 +284,13 @@ class GraphArch:
         return f"{text} per module ({self.rule_text})"
 
     rule_text: ClassVar[str] = "timm rule, min 3"
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_graph(arch: GraphArch, nc: int, ks: tuple[int, ...] | None) -> Graph:
+    """Flax's interpreter walks the graph on every call, Keras and the schema at build time: one
+    build per (architecture, classes, kernel sizes). The archs are frozen dataclasses (hashable)."""
+    return arch._checked_graph(nc, ks)
 
 
 # ---------------------------------------------------------------------------------------------
