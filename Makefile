@@ -28,7 +28,7 @@ env: $(STAMP)
 
 conformance: $(STAMP)
 	@mkdir -p $(TMPDIR)
-	$(BIN)/eca-multi conformance
+	$(BIN)/eca-multi conformance --require-all
 
 test: $(STAMP)
 	@mkdir -p $(TMPDIR)

@@ -9,8 +9,13 @@
 The NumPy float64 specification is :mod:`eca_multi.reference`.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .spec import ECAConfig, kernel_size, make_config
 
-__version__ = "0.1.0"
+try:  # the one version source: the package metadata (pyproject.toml [project] version)
+    __version__ = version("eca-multi")
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 __all__ = ["ECAConfig", "__version__", "kernel_size", "make_config"]

@@ -21,10 +21,12 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .progress import Stage, stage
 from .registry import GROUPS, Group, resolve
 
 __all__ = [
@@ -147,10 +149,13 @@ def run_bench(
     layers: bool = True,
     jobs: int = 1,
     timeout: float = 3600,
-    log=print,
+    progress: bool = False,
 ) -> dict:
     """Run each group's benchmark in its own subprocess, one after another (timings need the CPU;
     ``jobs`` > 1 runs groups at once, for ``quick`` smoke runs only).
+
+    ``progress``: one step per group on stderr (:mod:`eca_multi.progress`); a failed group's
+    output tail is printed there too.
 
     Returns ``{"rows": [...], "errors": {group: message}, "env": {group: {...}}}``.
     """
@@ -158,31 +163,26 @@ def run_bench(
 
     opts = {"quick": quick, "reps": reps, "models": models, "layers": layers}
 
-    def one(g: Group):
-        log(f"bench: {g.name} ...", flush=True)
-        t0 = time.perf_counter()
+    def one(g: Group, bar: Stage):
         args = ["bench", "--group", g.name, "--opts", json.dumps(opts)]
         env = {**g.env, "ECA_BENCH_QUICK": "1"} if quick else g.env
         data, tail = run_json_worker("eca_multi.worker", args, env, timeout)
-        log(
-            f"bench: {g.name} {'failed' if data is None else 'done'} in "
-            f"{time.perf_counter() - t0:.0f} s",
-            flush=True,
-        )
+        bar.update()
         return g, data, tail
 
-    if jobs > 1:  # concurrent groups share the CPU: only for smoke runs, never for timings
-        from concurrent.futures import ThreadPoolExecutor
+    with stage(len(groups), "bench", unit="groups", enabled=progress) as bar:
+        if jobs > 1:  # concurrent groups share the CPU: only for smoke runs, never for timings
+            from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            outs = list(pool.map(one, groups))
-    else:
-        outs = [one(g) for g in groups]
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                outs = list(pool.map(lambda g: one(g, bar), groups))
+        else:
+            outs = [one(g, bar) for g in groups]
     rows, errors, envs = [], {}, {}
     for g, data, tail in outs:
         if data is None:
             errors[g.name] = tail
-            log(f"bench: {g.name} failed: {tail[-2000:]}", flush=True)
+            print(f"bench: {g.name} failed: {tail[-2000:]}", file=sys.stderr, flush=True)
             continue
         rows += data["rows"]
         envs[g.name] = data.get("env", {})

@@ -53,10 +53,10 @@ def _conformance(a: argparse.Namespace) -> int:
     if backends:
         names_text = ", ".join(b.name for b in backends)
         print(f"running {len(backends)} backends ({names_text}) ...", flush=True)
-        data = run_matrix(backends, cases, a.goldens, jobs=a.jobs)
+        data = run_matrix(backends, cases, a.goldens, jobs=a.jobs, progress=not a.quiet)
     if impls:
         print(f"running implementations {', '.join(impls)} ...", flush=True)
-        extra = run_impls(impls, cases, a.goldens, jobs=a.jobs)
+        extra = run_impls(impls, cases, a.goldens, jobs=a.jobs, progress=not a.quiet)
         data["results"] += extra["results"]
         data["impls"] = extra["impls"]
     print(format_matrix(data, backends, cases))
@@ -66,7 +66,7 @@ def _conformance(a: argparse.Namespace) -> int:
     if impls:
         print()
         print("\n".join(impl_summary(data)))
-    ok, lines = summarize(data, backends)
+    ok, lines = summarize(data, backends, require_all=a.require_all)
     ok = ok and not problems
     for line in lines:
         print(line)
@@ -113,7 +113,7 @@ def _port(a: argparse.Namespace) -> int:
             force=a.force,
             kernel_sizes=a.kernel_sizes,  # the text; parsed once the architecture is known
             num_classes=a.num_classes,
-            progress=not a.no_progress,
+            progress=not a.quiet,
         )
     except VerificationError as e:
         print(e.report)
@@ -170,6 +170,7 @@ def _bench(a: argparse.Namespace) -> int:
         models=not a.no_models,
         layers=not a.no_layers,
         jobs=a.jobs,
+        progress=not a.quiet,
     )
     print(format_table(data["rows"]))
     for path in write_results(data, a.out, png=not a.no_plot):
@@ -186,7 +187,7 @@ def _export(a: argparse.Namespace) -> int:
         return 2
     try:
         groups = resolve_groups(a.groups)
-        data = run_export_matrix(groups, a.models, jobs=a.jobs, out=a.out)
+        data = run_export_matrix(groups, a.models, jobs=a.jobs, out=a.out, progress=not a.quiet)
     except ValueError as e:
         print(f"eca-multi export: {e}", file=sys.stderr)
         return 2
@@ -200,8 +201,26 @@ def _export(a: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _quiet_option(p: argparse.ArgumentParser, *aliases: str) -> None:
+    p.add_argument(
+        "-q",
+        "--quiet",
+        *aliases,
+        dest="quiet",
+        action="store_true",
+        help="no progress output (off a terminal progress is one line per stage)",
+    )
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"eca-multi {__version__}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eca-multi", description="ECA in PyTorch, Keras 3 and Flax")
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("conformance", help="run the backend x case conformance matrix")
     c.add_argument(
@@ -223,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cases", default=None, help="comma-separated case ids (default: all)")
     c.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     c.add_argument("--jobs", type=int, default=2, help="worker processes at once (default 2)")
+    c.add_argument(
+        "--require-all",
+        action="store_true",
+        help="fail when a backend's framework is not installed (make conformance and CI); "
+        "without it those backends are listed as not installed and the rest decide",
+    )
+    _quiet_option(c)
     c.add_argument("--goldens", default=None, help=argparse.SUPPRESS)
     c.set_defaults(func=_conformance)
     g = sub.add_parser("goldens", help="verify (--check) or regenerate the conformance goldens")
@@ -255,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="'checkpoint' (take the file's) or per-stage sizes like 3,5,5,7",
     )
     p_.add_argument("--num-classes", type=int, default=None, help="default: the checkpoint's")
-    p_.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _quiet_option(p_, "--no-progress")
     p_.set_defaults(func=_port)
     m = sub.add_parser("models", help="list the architectures, their ECA kernel sizes and sizes")
     m.set_defaults(func=_models)
@@ -268,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-plot", action="store_true", help="no PNG (no matplotlib needed)")
     b.add_argument("--jobs", type=int, default=1, help="backends at once (>1 only for --quick)")
     b.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
+    _quiet_option(b)
     b.set_defaults(func=_bench)
     t = sub.add_parser(
         "attention-table", help="parameters and FLOPs of SE, SE-Var1/2/3, SE-GC, ECA-NS and ECA"
@@ -285,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--jobs", type=int, default=2, help="worker processes at once (default 2)")
     e.add_argument("--out", type=Path, default=None, help="keep the exported files in OUT/<group>/")
     e.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
+    _quiet_option(e)
     e.set_defaults(func=_export)
     return p
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .progress import Stage, stage
 from .registry import GROUPS, Group, resolve
 
 __all__ = [
@@ -281,13 +282,22 @@ def run_export_matrix(
     models: str | Sequence[str] | None = None,
     jobs: int = 2,
     out: str | None = None,
+    progress: bool = False,
 ) -> dict:
     """Every group's rows ({"rows": [...], "env": {group: versions}}), ``jobs`` groups at once;
-    ``out``: keep every exported file under ``out/<group>/``."""
+    ``out``: keep every exported file under ``out/<group>/``; ``progress``: one step per group
+    on stderr (:mod:`eca_multi.progress`)."""
     groups = list(GROUPS if groups is None else groups)
     models = _models(models)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        outs = list(pool.map(lambda g: run_group(g, models, out=out), groups))
+
+    def one(g: Group, bar: Stage) -> dict:
+        rows = run_group(g, models, out=out)
+        bar.update()
+        return rows
+
+    with stage(len(groups), "export", unit="groups", enabled=progress) as bar:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            outs = list(pool.map(lambda g: one(g, bar), groups))
     return {
         "rows": [r for o in outs for r in o["rows"]],
         "env": {g.name: o["env"] for g, o in zip(groups, outs, strict=True)},

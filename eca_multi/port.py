@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from . import archs, hub
+from . import progress as progress_
 from .preprocess import PretrainedConfig, cfg_from_metadata, metadata_entries
 from .registry import BACKENDS, CANONICAL_CONTAINERS, READERS, BackendNotInstalled, framework_of
 from .weights.io import save_file
@@ -169,52 +169,17 @@ def _ks_text(ks: Any) -> str:
 # progress
 
 
-class _Progress:
-    """A one-line text progress bar on stderr (no dependency); silent when disabled."""
-
-    def __init__(self, total: int, enabled: bool, width: int = 30) -> None:
-        self.total, self.enabled, self.width = max(total, 1), enabled, width
-        self.done, self.label, self._shown = 0, "", -1
-
-    def step(self, n: int = 1, label: str | None = None) -> None:
-        self.done = min(self.done + n, self.total)
-        self.label = label if label is not None else self.label
-        self._draw()
-
-    def stage(self, label: str) -> None:
-        self.label, self.done, self._shown = label, 0, -1
-        self._draw()
-
-    def _draw(self) -> None:
-        if not self.enabled:
-            return
-        filled = self.width * self.done // self.total
-        tty = sys.stderr.isatty()
-        if filled == self._shown or (not tty and self.done < self.total):
-            return  # redraw only when the bar moves; off a terminal, one line per finished stage
-        self._shown = filled
-        bar = "#" * filled + "-" * (self.width - filled)
-        line = f"[{bar}] {self.done}/{self.total} tensors  {self.label}"
-        sys.stderr.write(f"\r{line:<80}" if tty else f"{line}\n")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and sys.stderr.isatty():
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 class _Tracked(Mapping):
     """A read-only view of a state dict that advances a progress bar per distinct key read."""
 
-    def __init__(self, state: Mapping[str, Any], bar: _Progress) -> None:
+    def __init__(self, state: Mapping[str, Any], bar: progress_.Stage) -> None:
         self._state, self._bar, self._seen = state, bar, set()
 
     def __getitem__(self, key: str) -> Any:
         value = self._state[key]
         if key not in self._seen:
             self._seen.add(key)
-            self._bar.step()
+            self._bar.update()
         return value
 
     def __iter__(self):
@@ -481,32 +446,31 @@ def port(
         }
         if source.pretrained_cfg is not None:  # config.json wins over the file's metadata
             info["pretrained_cfg"] = source.pretrained_cfg
-    bar = _Progress(len(state), progress and len(state) >= PROGRESS_MIN_TENSORS)
-    try:
-        bar.stage(f"converting to {to}")
+    show = progress and len(state) >= PROGRESS_MIN_TENSORS
+    with progress_.stage(len(state), f"converting to {to}", unit="tensors", enabled=show) as bar:
         _write(to, _Tracked(state, bar), out, arch, info, force)
-        bar.step(len(state), f"wrote {to}")
-        report = PortReport(
-            str(src),
-            info["format"],
-            arch,
-            to,
-            str(out),
-            len(state),
-            info["kernel_sizes"],
-            info["num_classes"],
-            source_info=info,
-        )
-        if verify:
-            bar.stage("verifying")
+        bar.update(len(state) - bar.n)  # tensors a writer did not read one by one
+    report = PortReport(
+        str(src),
+        info["format"],
+        arch,
+        to,
+        str(out),
+        len(state),
+        info["kernel_sizes"],
+        info["num_classes"],
+        source_info=info,
+    )
+    if verify:
+        with progress_.stage(3, "verifying", unit="steps", enabled=show) as bar:
             source_model = (info["framework"], _source_model(path, arch, state, info))
+            bar.update()
             target = load_model(out, arch, num_classes=info["num_classes"])
+            bar.update()
             report.verify = verify_models(
                 source_model, target, batch=verify_batch, size=verify_size, tolerance=tolerance
             )
-            bar.step(len(state), "verified")
-    finally:
-        bar.close()
+            bar.update()
     report.seconds = time.perf_counter() - t0
     if report.verify is not None and not report.verify.ok:
         raise VerificationError(report)

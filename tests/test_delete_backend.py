@@ -2,7 +2,8 @@
 
 For each backend, a temporary copy of the repository without ``eca_multi/<backend>/`` must still
 run the other backends' tests, conformance rows and ports, and must report the deleted one as not
-installed: its conformance rows as ``missing`` and a port to it as
+installed: its conformance rows as ``missing`` (listed as not installed; a failure only with
+``--require-all``) and a port to it as
 :class:`eca_multi.registry.BackendNotInstalled`.
 """
 
@@ -117,7 +118,16 @@ def test_one_backend_deleted(deleted, tmp_path):
         else:
             assert r["ok"], f"without {deleted}: {r['backend']}/{r['case']} failed: {r}"
     assert {r["backend"].split("-")[0] for r in records if r["ok"]} == set(others)
-    assert conf.returncode != 0, "a run with missing rows must not pass"
+    assert conf.returncode == 0, f"rows of a backend not installed fail only --require-all: {conf}"
+    gone = sorted({r["backend"] for r in records if r["backend"].split("-")[0] == deleted})
+    for name in gone:
+        assert f"{name}: not installed" in conf.stdout, f"{name} not listed: {conf.stdout}"
+    strict = _run(
+        ["-m", "eca_multi.cli", "conformance", "--cases", CASE, "--backends", ",".join(gone),
+         "--require-all"], copy,
+    )  # fmt: skip
+    assert strict.returncode == 1, f"--require-all must fail without {deleted}: {strict}"
+    assert f"{gone[0]}: MISSING (--require-all)" in strict.stdout, strict.stdout
 
     # ports: to each remaining backend they run (verified where the source's torch is there);
     # to the deleted one they say it is not installed

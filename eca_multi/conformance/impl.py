@@ -42,6 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .. import spec
+from ..progress import tick
 from .cases import CASES, Case
 from .generate import golden_grads, golden_params, load_golden, round_to_dtype
 from .tolerances import compare
@@ -327,7 +328,11 @@ def run_impl(
     setup = getattr(adapter, "setup", None)
     if setup is not None:
         setup()
-    return [run_case(adapter, c, goldens_dir) for c in (CASES if cases is None else cases)]
+    records = []
+    for c in CASES if cases is None else cases:
+        records.append(run_case(adapter, c, goldens_dir))
+        tick(f"{adapter.name}/{c.id}")
+    return records
 
 
 def run_spec(spec_text: str, cases: Iterable[Case] | None = None, goldens_dir=None) -> dict:

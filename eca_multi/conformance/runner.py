@@ -12,9 +12,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..progress import PROGRESS_ENV, read_ticks, stage
 from .backends import Backend
 from .cases import CASES
 from .tolerances import describe_failure, tolerance
@@ -50,8 +54,12 @@ def run_group(
     cases=None,
     goldens_dir: str | None = None,
     timeout: float = 1800,
+    on_progress: Callable[[int], None] | None = None,
 ) -> dict:
-    """Run one process group's backends in a fresh interpreter; returns the worker's JSON."""
+    """Run one process group's backends in a fresh interpreter; returns the worker's JSON.
+
+    ``on_progress(n)`` hears of every finished backend x case while the worker runs.
+    """
     opts = {
         "rows": [b.name for b in backends],
         "cases": None if cases is None else [c.id for c in cases],
@@ -62,6 +70,7 @@ def run_group(
         ["conformance", "--group", backends[0].group, "--opts", json.dumps(opts)],
         backends[0].env,
         timeout,
+        on_progress,
     )
     if data is None:
         msg = f"worker for {backends[0].group} {msg}"
@@ -78,39 +87,80 @@ def run_group(
 
 
 def run_json_worker(
-    module: str, args: list[str], env: dict[str, str], timeout: float = 1800
+    module: str,
+    args: list[str],
+    env: dict[str, str],
+    timeout: float = 1800,
+    on_progress: Callable[[int], None] | None = None,
 ) -> tuple[dict | None, str]:
     """``python -m module *args --json FILE`` in a fresh interpreter with ``env`` added.
 
     Used by the conformance, bench and export (deploy) drivers with ``eca_multi.worker``: one
-    process per group of :data:`eca_multi.registry.GROUPS`. Returns (the JSON the worker wrote,
-    "") or (None, "exited RC: output tail").
+    process per group of :data:`eca_multi.registry.GROUPS`. ``on_progress(n)`` is called with the
+    steps the worker reports (:func:`eca_multi.progress.tick`) while it runs. Returns (the JSON the
+    worker wrote, "") or (None, "exited RC: output tail").
     """
-    full_env = {**os.environ, **env}
-    full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="eca-worker-") as tmp:
-        out = Path(tmp) / "results.json"
+        out, log, ticks = Path(tmp) / "results.json", Path(tmp) / "output.txt", Path(tmp) / "ticks"
+        full_env = {**os.environ, **env, PROGRESS_ENV: str(ticks)}
+        full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         cmd = [sys.executable, "-m", module, *args, "--json", str(out)]
-        try:
-            proc = subprocess.run(
-                cmd, env=full_env, capture_output=True, text=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired as e:
-            tail = e.stdout or b""  # bytes here even with text=True
-            tail = (tail.decode(errors="replace") if isinstance(tail, bytes) else tail)[-2000:]
-            return None, f"timed out after {timeout:.0f} s: {tail}"
-        if proc.returncode != 0 or not out.exists():
-            return None, f"exited {proc.returncode}: {(proc.stdout + proc.stderr)[-3000:]}"
+        offset, deadline = 0, time.monotonic() + timeout
+        with open(log, "w+b") as output:
+            proc = subprocess.Popen(cmd, env=full_env, stdout=output, stderr=subprocess.STDOUT)
+            while True:
+                try:
+                    rc = proc.wait(timeout=0.25)
+                except subprocess.TimeoutExpired:
+                    rc = None
+                if on_progress is not None:
+                    steps, offset = read_ticks(ticks, offset)
+                    if steps:
+                        on_progress(steps)
+                if rc is not None:
+                    break
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    tail = log.read_bytes().decode(errors="replace")[-2000:]
+                    return None, f"timed out after {timeout:.0f} s: {tail}"
+            tail = log.read_bytes().decode(errors="replace")[-3000:]
+        if rc != 0 or not out.exists():
+            return None, f"exited {rc}: {tail}"
         return json.loads(out.read_text()), ""
 
 
-def run_matrix(backends: list[Backend], cases=None, goldens_dir=None, jobs: int = 2) -> dict:
-    """Run every group (``jobs`` subprocesses at once); returns {"results": [...], "env": {...}}."""
+def _follower(bar) -> Callable[[int], None]:
+    """A thread-safe ``on_progress`` that advances ``bar`` (workers report from threads)."""
+    lock = threading.Lock()
+
+    def advance(n: int) -> None:
+        with lock:
+            bar.update(n)
+
+    return advance
+
+
+def run_matrix(
+    backends: list[Backend],
+    cases=None,
+    goldens_dir=None,
+    jobs: int = 2,
+    progress: bool = False,
+) -> dict:
+    """Run every group (``jobs`` subprocesses at once); returns {"results": [...], "env": {...}}.
+
+    ``progress``: a bar per backend x case on stderr (:mod:`eca_multi.progress`).
+    """
     groups: dict[str, list[Backend]] = {}
     for b in backends:
         groups.setdefault(b.group, []).append(b)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        outs = list(pool.map(lambda g: run_group(g, cases, goldens_dir), groups.values()))
+    total = len(backends) * len(CASES if cases is None else cases)
+    with stage(total, "conformance", unit="backend x case", enabled=progress) as bar:
+        follow = _follower(bar)
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            run = lambda g: run_group(g, cases, goldens_dir, on_progress=follow)
+            outs = list(pool.map(run, groups.values()))
     results, env = [], {}
     for o in outs:
         results += o["results"]
@@ -120,7 +170,9 @@ def run_matrix(backends: list[Backend], cases=None, goldens_dir=None, jobs: int 
     return {"results": results, "env": env}
 
 
-def run_impls(specs: list[str], cases=None, goldens_dir=None, jobs: int = 2) -> dict:
+def run_impls(
+    specs: list[str], cases=None, goldens_dir=None, jobs: int = 2, progress: bool = False
+) -> dict:
     """Each implementation (``--impl`` spec) in its own interpreter; {"results", "impls"}.
 
     ``"all"`` stands for every name in the ``eca_multi.conformance`` entry point group; one that
@@ -136,15 +188,18 @@ def run_impls(specs: list[str], cases=None, goldens_dir=None, jobs: int = 2) -> 
         "goldens": None if goldens_dir is None else str(goldens_dir),
     }
 
-    def one(spec: str) -> dict:
+    def one(spec: str, follow: Callable[[int], None]) -> dict:
         args = ["impl", "--opts", json.dumps({**opts, "impl": spec})]
-        data, msg = run_json_worker("eca_multi.worker", args, {})
+        data, msg = run_json_worker("eca_multi.worker", args, {}, on_progress=follow)
         if data is None:
             return {"impl": {"name": spec}, "error": f"worker {msg}", "results": []}
         return data
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        outs = list(pool.map(one, dict.fromkeys(expanded)))
+    total = len(dict.fromkeys(expanded)) * len(CASES if cases is None else cases)
+    with stage(total, "implementations", unit="impl x case", enabled=progress) as bar:
+        follow = _follower(bar)
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            outs = list(pool.map(lambda s: one(s, follow), dict.fromkeys(expanded)))
     results, impls = [], {}
     for spec, o in zip(dict.fromkeys(expanded), outs, strict=True):
         if o.get("needs_argument") and "all" in specs and spec not in specs:
@@ -200,17 +255,25 @@ def format_matrix(data: dict, backends: list[Backend], cases=None) -> str:
     return "\n".join(lines)
 
 
-def summarize(data: dict, backends: list[Backend]) -> tuple[bool, list[str]]:
-    """(all passed, failure lines in the house format)."""
+def summarize(
+    data: dict, backends: list[Backend], require_all: bool = True
+) -> tuple[bool, list[str]]:
+    """(all passed, failure lines in the house format).
+
+    A backend whose framework (or folder) is not installed fails the run when ``require_all``
+    (``make conformance``, CI); otherwise it is listed as not installed and the rest decide.
+    """
     lines, ok = [], True
     missing = set()
     for r in data["results"]:
         if r.get("ok") or r.get("status") == "not_expressible":
             continue
-        ok = False
         if r.get("status") == "missing":
             missing.add((r["backend"], r.get("error", "")))
-        elif r.get("status") != "ran":
+            ok = ok and not require_all
+            continue
+        ok = False
+        if r.get("status") != "ran":
             lines.append(f"{r['backend']}/{r['case']}: {r.get('error', 'error')}")
         else:
             for name, chk in r["checks"].items():
@@ -223,7 +286,8 @@ def summarize(data: dict, backends: list[Backend]) -> tuple[bool, list[str]]:
                 else:
                     lines.append(describe_failure(r["backend"], r["case"], name, chk))
     for name, err in sorted(missing):
-        lines.append(f"{name}: MISSING ({err})")
+        what = "MISSING (--require-all)" if require_all else "not installed"
+        lines.append(f"{name}: {what} ({err})")
     ran = {r["backend"] for r in data["results"]}
     for b in backends:
         if b.name not in ran:

@@ -16,6 +16,7 @@ import importlib
 import time
 import traceback
 
+from ..progress import tick
 from .generate import golden_grads, load_golden
 from .tolerances import compare
 
@@ -82,4 +83,5 @@ def run_backend(backend, cases, goldens_dir=None) -> tuple[list[dict], dict]:
             rec.update(error_fields(e))
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         records.append(rec)
+        tick(f"{backend.name}/{case.id}")
     return records, env
