@@ -647,6 +647,11 @@ def kernel_sizes_from_kernels(name: str, kernels: Mapping[str, int]):
     return arch.pack_kernel_sizes({slot: next(iter(ks)) for slot, ks in per_slot.items()})
 
 
+def _shape_of(value: Any) -> tuple[int, ...]:
+    """An array's shape as ints (no NumPy import here); () for a scalar or a non-array."""
+    return tuple(int(d) for d in getattr(value, "shape", ()))
+
+
 def kernel_sizes_from_state(name: str, state) -> tuple[int, ...] | dict[int, int]:
     """Read ECA kernel sizes from a checkpoint's weight shapes (never from the rule).
 
@@ -657,7 +662,10 @@ def kernel_sizes_from_state(name: str, state) -> tuple[int, ...] | dict[int, int
     for b in get_arch(name).blocks():
         key = f"{b.attention_prefix}.conv.weight"
         if key in state:
-            kernels[b.attention_prefix] = int(state[key].shape[-1])  # torch layout (1, 1, k)
+            shape = _shape_of(state[key])
+            if len(shape) != 3:
+                raise ValueError(f"{name}: {key} has shape {shape}; an ECA kernel is (1, 1, k)")
+            kernels[b.attention_prefix] = int(shape[-1])  # torch layout (1, 1, k)
     return kernel_sizes_from_kernels(name, kernels)
 
 
@@ -674,4 +682,11 @@ def head_name(name: str) -> str:
 def num_classes_from_state(name: str, state: Mapping[str, Any]) -> int | None:
     """The classifier width of a canonical state (None: it has no classifier weight)."""
     key = f"{head_name(name)}.weight"
-    return int(state[key].shape[0]) if key in state else None
+    if key not in state:
+        return None
+    shape = _shape_of(state[key])
+    if len(shape) != 2 or shape[0] == 0:
+        raise ValueError(
+            f"{name}: {key} has shape {shape}; a classifier weight is (classes >= 1, features)"
+        )
+    return int(shape[0])

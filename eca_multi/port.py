@@ -83,7 +83,8 @@ class VerificationError(RuntimeError):
         v = report.verify
         super().__init__(
             f"verification failed: max abs logit difference {v.max_abs:.3e} > "
-            f"tolerance {v.tolerance:.0e} ({report.src} -> {report.out})"
+            f"tolerance {v.tolerance:.0e} ({report.src} -> {report.out}); the written file is "
+            f"kept at {report.out} for inspection: delete it, or port again with --force"
         )
 
 
@@ -152,7 +153,12 @@ class PortReport:
         lines.append(f"wrote:  {self.out} ({self.to}) in {self.seconds:.1f} s")
         if self.verify is not None:
             lines.append(str(self.verify))
-        return "\n".join(lines)
+        return printable_name("\n".join(lines))  # a path that is not UTF-8 shows as \xNN
+
+
+def printable_name(name: str) -> str:
+    """A file name as valid text: bytes that are not UTF-8 (surrogate escapes) become ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _num(v: Any) -> str:
@@ -318,6 +324,17 @@ def _logits(framework: str, model: Any, x_nchw: np.ndarray) -> np.ndarray:
     return backend_io(framework).logits(model, x_nchw)
 
 
+def nan_equal_max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    """Max abs difference where NaN equals NaN and an infinity equals the same infinity (a
+    bit-exact port of a model with NaN / Inf weights verifies); a NaN against a number is inf."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    with np.errstate(invalid="ignore"):  # inf - inf
+        diff = np.where(same, 0.0, np.abs(a - b))
+    diff = np.where(np.isnan(diff), np.inf, diff)  # NaN vs a number
+    return float(diff.max()) if diff.size else 0.0
+
+
 def verify_models(
     source: tuple[str, Any],
     target: tuple[str, Any],
@@ -335,7 +352,7 @@ def verify_models(
         source[0],
         target[0],
         tuple(x.shape),
-        float(np.max(np.abs(a - b))),
+        nan_equal_max_abs(a, b),
         float(np.mean(top5a[:, 0] == top5b[:, 0])),
         float(np.mean([set(p) == set(q) for p, q in zip(top5a, top5b, strict=True)])),
         tolerance,
@@ -358,7 +375,7 @@ def _write(
             raise ValueError(f"{out}: canonical output must end with .safetensors or .npz")
         meta = {
             "source": info["format"],
-            "source_file": Path(info["path"]).name,
+            "source_file": printable_name(Path(info["path"]).name),
             "arch": arch,
             "kernel_sizes": _ks_text(info["kernel_sizes"]),
             **({"source_hub": info["hub"]["name"]} if info.get("hub") else {}),

@@ -206,7 +206,10 @@ def detect_format(path: str | os.PathLike, container: str = "torch") -> str:
     return _classify(_torch_load(path), path)
 
 
-def _tensor_to_numpy(v: torch.Tensor) -> np.ndarray:
+def _tensor_to_numpy(v: torch.Tensor, path: Path, key: str) -> np.ndarray:
+    if v.layout != torch.strided or v.is_quantized or v.is_meta:
+        kind = "quantized" if v.is_quantized else "meta" if v.is_meta else str(v.layout)
+        raise SourceError(f"{path}: {key} is a {kind} tensor; only dense tensors hold weights")
     v = v.detach().to("cpu")
     if v.is_floating_point() and v.dtype != torch.float32:
         v = v.float()  # canonical weights are float32 (bf16 / fp16 widen exactly)
@@ -214,9 +217,13 @@ def _tensor_to_numpy(v: torch.Tensor) -> np.ndarray:
 
 
 def _scalar(v: Any) -> Any:
+    """An official checkpoint's epoch / arch / best_prec1 as a plain value, never formatted
+    whole: anything but a number, a short string or a one-element tensor becomes its type name."""
     if isinstance(v, torch.Tensor):
-        return v.item() if v.numel() == 1 else None
-    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+        return v.item() if v.numel() == 1 and v.layout == torch.strided else None
+    if isinstance(v, str):
+        return v if len(v) <= 200 else v[:200] + "..."
+    return v if isinstance(v, (int, float, bool)) or v is None else f"<{type(v).__name__}>"
 
 
 def read_file(
@@ -239,7 +246,11 @@ def read_file(
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise SourceError(f"{path}: state_dict entries that are no tensors: {bad[:8]}")
-    return {k: _tensor_to_numpy(v) for k, v in sd.items()}, info
+    odd = [k for k in sd if not isinstance(k, str)]
+    if odd:
+        shown = ", ".join(f"{k!r} ({type(k).__name__})" for k in odd[:5])
+        raise SourceError(f"{path}: state_dict keys must be strings, found {shown}")
+    return {k: _tensor_to_numpy(v, path, k) for k, v in sd.items()}, info
 
 
 def load_file(

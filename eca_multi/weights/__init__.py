@@ -8,11 +8,12 @@ is always source -> canonical -> target.
 
 from .io import FORMAT_VERSION, load_file, save_file
 from .layouts import Layout, to_canonical, to_native
-from .schema import WeightMismatchError, check_state, eca_schema
+from .schema import WeightDtypeError, WeightMismatchError, check_state, eca_schema
 
 __all__ = [
     "FORMAT_VERSION",
     "Layout",
+    "WeightDtypeError",
     "WeightMismatchError",
     "check_state",
     "eca_schema",

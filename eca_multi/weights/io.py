@@ -9,16 +9,31 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "atomic_path", "atomic_write_bytes", "load_file", "save_file"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "FORMAT_VERSION",
+    "atomic_path",
+    "atomic_write_bytes",
+    "load_file",
+    "max_file_bytes",
+    "save_file",
+]
 
 FORMAT_VERSION = "1"
 _META_KEY = "__eca_multi_metadata__"  # npz entry holding the metadata JSON
+# 4 GiB: about 10x the float32 bytes of the largest architecture eca-multi builds (ecaresnet269d,
+# 0.4 GB), so a real checkpoint never meets it and a bomb is refused before it is inflated
+DEFAULT_MAX_BYTES = 4 << 30
+_NUMPY_SAFETENSORS = {"F64", "F32", "F16", "I64", "U64", "I32", "U32", "I16", "U16", "I8", "U8",
+                      "BOOL", "C64"}  # fmt: skip  (what safetensors.numpy turns into arrays)
 
 
 @contextlib.contextmanager
@@ -33,9 +48,15 @@ def atomic_path(
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> the mode of any file the user writes
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -43,6 +64,13 @@ def atomic_path(
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it: set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
@@ -92,12 +120,95 @@ def save_file(
     return atomic_write_bytes(path, save(arrays, metadata=meta), overwrite=overwrite)
 
 
+def max_file_bytes() -> int:
+    """The most bytes a weight file may hold or declare once unpacked (a zip member, a tensor, a
+    safetensors header): :data:`DEFAULT_MAX_BYTES`, or ``ECA_MULTI_MAX_BYTES`` when set (raise
+    it for a model larger than every architecture eca-multi ships)."""
+    text = os.environ.get("ECA_MULTI_MAX_BYTES", "").strip()
+    if not text:
+        return DEFAULT_MAX_BYTES
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise ValueError(f"ECA_MULTI_MAX_BYTES must be a number of bytes, got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"ECA_MULTI_MAX_BYTES must be positive, got {text!r}")
+    return value
+
+
+def _bf16_to_f32(raw: bytes, shape: list[int]) -> np.ndarray:
+    """bfloat16 bytes widened to float32 exactly (a bfloat16 is a float32's upper 16 bits)."""
+    halves = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+    return halves.view(np.float32).reshape(shape)
+
+
+def _safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read with the safetensors library (it validates the header, offsets and sizes); tensors
+    NumPy cannot hold are handled here: bfloat16 widens to float32 exactly, float8 is refused."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            meta = dict(f.metadata() or {})
+            names = list(f.keys())
+            dtypes = {k: f.get_slice(k).get_dtype() for k in names}
+            odd = {k: d for k, d in dtypes.items() if d not in _NUMPY_SAFETENSORS}
+            tensors = {k: f.get_tensor(k) for k in names if k not in odd}
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e})") from e
+    if odd:
+        bad = {k: d for k, d in odd.items() if d != "BF16"}
+        if bad:
+            listed = ", ".join(f"{k} ({d})" for k, d in list(bad.items())[:5])
+            raise ValueError(
+                f"{path} holds tensors of a dtype eca-multi does not read: {listed}; "
+                "supported: float16, bfloat16 (widened to float32), float32, float64"
+            )
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))  # validated by safe_open above
+            for k in odd:
+                begin, end = header[k]["data_offsets"]
+                fh.seek(8 + n + begin)
+                tensors[k] = _bf16_to_f32(fh.read(end - begin), header[k]["shape"])
+    return {k: tensors[k] for k in names}, meta
+
+
+def _npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    cap = max_file_bytes()
+    try:
+        with zipfile.ZipFile(path) as z:  # declared sizes, before anything is inflated
+            for member in z.infolist():
+                if member.file_size > cap:
+                    raise ValueError(
+                        f"member {member.filename} declares {member.file_size:,} bytes unpacked, "
+                        f"over the cap of {cap:,} (ECA_MULTI_MAX_BYTES raises it)"
+                    )
+        with np.load(path, allow_pickle=False) as z:
+            tensors = {k: z[k] for k in z.files if k != _META_KEY}
+            meta = json.loads(str(z[_META_KEY])) if _META_KEY in z.files else {}
+    except Exception as e:  # zipfile / numpy errors on a damaged archive
+        raise ValueError(f"{path} is not a readable .npz weight file ({e})") from e
+    if not isinstance(meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
+    ):
+        raise ValueError(
+            f"{path} is not a readable .npz weight file (its {_META_KEY} entry must be a JSON "
+            f"object of strings, got {type(meta).__name__})"
+        )
+    return tensors, meta
+
+
 def load_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Load canonical tensors and metadata from a ``.safetensors`` or ``.npz`` file.
 
+    float16 and float32 tensors load as stored; bfloat16 widens to float32 exactly; other
+    dtypes load as stored and are refused by the schema check of the reader that uses them.
+
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is truncated, corrupt or of an unknown container.
+        ValueError: the file is truncated, corrupt, over the size cap (:func:`max_file_bytes`)
+            or of an unknown container.
     """
     path = Path(path)
     if not path.is_file():
@@ -105,19 +216,5 @@ def load_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(b"PK"):  # zip: .npz
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                tensors = {k: z[k] for k in z.files if k != _META_KEY}
-                meta = json.loads(str(z[_META_KEY])) if _META_KEY in z.files else {}
-        except Exception as e:  # zipfile / numpy errors on a damaged archive
-            raise ValueError(f"{path} is not a readable .npz weight file ({e})") from e
-        return tensors, meta
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="np") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable safetensors file ({e})") from e
-    return tensors, meta
+        return _npz(path)
+    return _safetensors(path)

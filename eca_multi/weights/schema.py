@@ -9,7 +9,7 @@ import numpy as np
 from ..spec import ECAConfig
 from .layouts import Layout
 
-__all__ = ["WeightMismatchError", "check_state", "eca_schema"]
+__all__ = ["WeightDtypeError", "WeightMismatchError", "check_state", "eca_schema"]
 
 
 class WeightMismatchError(ValueError):
@@ -47,7 +47,8 @@ def check_state(
 
     Shapes are always checked (a kernel of another size is an error: k is read from the weight's
     shape and must match the model's spec). With ``strict=False`` missing and unexpected keys are
-    tolerated.
+    tolerated. Weights must be floating point and BatchNorm counters integer scalars: anything
+    else raises :class:`WeightDtypeError` (never a silent cast).
     """
     missing = [n for n in schema if n not in state]
     unexpected = [n for n in state if n not in schema]
@@ -58,8 +59,30 @@ def check_state(
     }
     if mismatched or (strict and (missing or unexpected)):
         raise WeightMismatchError(missing, unexpected if strict else [], mismatched, where)
+    bad = {}
     for name, arr in state.items():
-        if name.endswith("num_batches_tracked"):  # torch BatchNorm's int64 step counter
+        if name not in schema:
             continue
-        if name in schema and not np.issubdtype(np.asarray(arr).dtype, np.floating):
-            raise TypeError(f"weight {name} must be floating point, got {np.asarray(arr).dtype}")
+        dtype = np.asarray(arr).dtype
+        if name.endswith("num_batches_tracked"):  # torch BatchNorm's int64 step counter
+            if not np.issubdtype(dtype, np.integer) or np.ndim(arr) != 0:
+                bad[name] = f"{dtype} of shape {np.shape(arr)}, want an integer scalar"
+        elif not np.issubdtype(dtype, np.floating):
+            bad[name] = f"{dtype}, want floating point"
+    if bad:
+        raise WeightDtypeError(bad, where)
+
+
+class WeightDtypeError(TypeError, ValueError):
+    """Weights of a dtype no model takes (integer, bool, complex, string): refused, never cast.
+
+    A TypeError (a wrong dtype) and a ValueError (bad weights, like :class:`WeightMismatchError`),
+    so the CLI reports it in one line and ``except TypeError`` keeps working."""
+
+    def __init__(self, bad: Mapping[str, str], where: str = "model") -> None:
+        self.bad = dict(bad)
+        lines = [f"weights of the {where} have dtypes eca-multi does not convert:"]
+        lines += [f"  {name}: {why}" for name, why in list(self.bad.items())[:10]]
+        if len(self.bad) > 10:
+            lines.append(f"  ... and {len(self.bad) - 10} more")
+        super().__init__("\n".join(lines))

@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import archs
 from ..registry import framework_of
-from .io import load_file
+from .io import load_file, max_file_bytes
 from .layouts import Layout
 from .schema import WeightMismatchError, check_state
 
@@ -70,6 +70,8 @@ FORMATS = (
 )
 CONTAINERS = ("torch", "safetensors", "npz", "keras-weights", "keras-archive", "flax")
 _HDF5 = b"\x89HDF\r\n\x1a\n"
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,843; a classifier wider than this is a damaged file
+_ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # torch, np.savez(_compressed), Keras
 _FLAX_MAGIC = b"eca-multi-flax-nnx"  # the "format" value our Flax export stores first
 
 
@@ -95,6 +97,12 @@ def _suffix_hint(path: Path) -> str:
     return "unknown"
 
 
+def _expected(path: Path) -> str:
+    """What the file's name suggests, as words: "a safetensors weight file"."""
+    hint = _suffix_hint(path)
+    return "a weight file" if hint == "unknown" else f"a {hint} weight file"
+
+
 def sniff(path: str | os.PathLike) -> str:
     """The container by its bytes (one of :data:`CONTAINERS`); no framework is imported.
 
@@ -102,13 +110,17 @@ def sniff(path: str | os.PathLike) -> str:
         FileNotFoundError: no such file. SourceError: empty, truncated or unrecognised.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"no weight file at {path}")
+    if path.is_dir():
+        raise SourceError(f"{path} is a folder, not a weight file")
+    if not path.is_file():  # a FIFO, a device such as /dev/zero, a socket: never read
+        raise SourceError(f"{path} is not a regular file (a device, FIFO or socket)")
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(64)
     if size == 0:
-        raise SourceError(f"{path} is empty (expected a {_suffix_hint(path)} weight file)")
+        raise SourceError(f"{path} is empty (expected {_expected(path)})")
     if (head[:1] in (b"\xde", b"\xdf") or 0x81 <= head[0] <= 0x8F) and _FLAX_MAGIC in head:
         return "flax"  # a msgpack map whose first field is our Flax export's marker
     if head.startswith(_HDF5):
@@ -128,15 +140,34 @@ def sniff(path: str | os.PathLike) -> str:
 
 
 def _sniff_zip(path: Path) -> str:
+    cap = max_file_bytes()
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+            infos = z.infolist()
+            names = [i.filename for i in infos]
+            for i in infos:  # the central directory, before anything is inflated
+                if i.flag_bits & 0x1:
+                    raise SourceError(f"{path}: zip member {i.filename!r} is encrypted")
+                if i.compress_type not in _ZIP_METHODS:
+                    raise SourceError(
+                        f"{path}: zip member {i.filename!r} uses compression method "
+                        f"{i.compress_type}, which no weight file uses"
+                    )
+                if i.file_size > cap:
+                    raise SourceError(
+                        f"{path}: zip member {i.filename!r} declares {i.file_size:,} bytes "
+                        f"unpacked, over the cap of {cap:,} bytes (ECA_MULTI_MAX_BYTES raises it)"
+                    )
             # torch's zip reader skips CRC checks: damaged tensor bytes would load silently
             bad = z.testzip() if any(n.endswith("data.pkl") for n in names) else None
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except SourceError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
+            NotImplementedError, RuntimeError, UnicodeError, struct.error) as e:  # fmt: skip
         raise SourceError(
-            f"{path}: truncated or corrupt zip container (name suggests {_suffix_hint(path)}): {e}"
-        ) from None
+            f"{path}: truncated or corrupt zip container (name suggests {_suffix_hint(path)}): "
+            f"{type(e).__name__}: {e}"
+        ) from e
     if bad is not None:
         raise SourceError(f"{path}: corrupt torch zip file: CRC check failed for member {bad}")
     if any(n.endswith("data.pkl") for n in names):
@@ -153,7 +184,8 @@ def _sniff_zip(path: Path) -> str:
 
 
 def strip_prefix(state: Mapping[str, Any], prefix: str = "module.") -> tuple[dict[str, Any], bool]:
-    if state and all(k.startswith(prefix) for k in state):  # DataParallel's prefix
+    # DataParallel's prefix
+    if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
         return {k[len(prefix) :]: v for k, v in state.items()}, True
     return dict(state), False
 
@@ -242,7 +274,10 @@ def resolve_kernel_sizes(
     eca_keys = [k for k, (_, lay) in archs.schema(arch).items() if lay is Layout.CONV1D]
     if any(k not in state for k in eca_keys):  # leave the full key listing to check_state
         return None if isinstance(want, str) else want
-    found = archs.kernel_sizes_from_state(arch, state)  # k from the weights' shapes
+    try:
+        found = archs.kernel_sizes_from_state(arch, state)  # k from the weights' shapes
+    except ValueError as e:
+        raise SourceError(f"{where}: {e}") from e
     if isinstance(want, str):
         return found
     if _ks_key(found) != _ks_key(want):
@@ -294,8 +329,17 @@ def finish_source(
         ValueError (kernel sizes), WeightMismatchError (every bad key at once).
     """
     path = Path(path)
+    odd = [k for k in state if not isinstance(k, str)]
+    if odd:
+        shown = ", ".join(f"{k!r} ({type(k).__name__})" for k in odd[:5])
+        raise SourceError(f"{path}: state-dict keys must be strings, found {shown}")
     ks = resolve_kernel_sizes(arch, state, kernel_sizes, where=str(path))
-    nc = archs.num_classes_from_state(arch, state) if num_classes is None else num_classes
+    if num_classes is not None and not 1 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be between 1 and {MAX_CLASSES:,}, got {num_classes}")
+    try:
+        nc = archs.num_classes_from_state(arch, state) if num_classes is None else num_classes
+    except ValueError as e:
+        raise SourceError(f"{path}: {e}") from e
     schema = archs.schema(arch, nc, ks)
     info["filled_num_batches_tracked"] = _fill_batch_counters(schema, state)
     check_state(schema, state, strict=strict, where=f"{arch} ({path.name}, {info['format']})")
