@@ -138,6 +138,10 @@ def _start_conformance(config) -> None:
 
 
 def pytest_collection_finish(session):
+    # under pytest-xdist every worker collects everything: the group workers then start with the
+    # first test that asks for them, in the one xdist worker that runs this file
+    if hasattr(session.config, "workerinput"):
+        return
     if any(item.originalname == "test_backend_case" for item in session.items):
         _start_conformance(session.config)
 

@@ -49,10 +49,17 @@ import numpy as np
 
 from . import archs, hub
 from . import progress as progress_
-from .preprocess import PretrainedConfig, cfg_from_metadata, metadata_entries
+from .preprocess import PretrainedConfig, cfg_from_metadata
 from .registry import BACKENDS, CANONICAL_CONTAINERS, READERS, BackendNotInstalled, framework_of
+from .weights.integrity import DIGEST_KEY, file_metadata, tensor_digest
 from .weights.io import save_file
-from .weights.sources import finish_source, read_container, sniff
+from .weights.sources import (
+    SourceError,
+    check_num_classes,
+    finish_source,
+    read_container,
+    sniff,
+)
 
 __all__ = [
     "TARGETS",
@@ -272,14 +279,24 @@ def read_source(
         WeightMismatchError (every missing / unexpected / mis-shaped key at once).
     """
     archs.get_arch(arch)
+    check_num_classes(num_classes)  # before a reader builds a model of that width
     container = sniff(path)
     if container in CANONICAL_CONTAINERS:
         state, info = read_container(path, container)
     else:
         io = backend_io(READERS[container])
         state, info = io.read_file(path, container, arch, num_classes)
+    digest = (info.get("metadata") or {}).get(DIGEST_KEY)  # every reader puts a file's
+    if digest is not None:  # metadata in info: one eca-multi wrote carries its tensors' sha256
+        if tensor_digest(state) != digest:
+            raise SourceError(
+                f"{path}: integrity check failed: the tensor data differ from the sha256 "
+                f"eca-multi recorded when it wrote the file ({info['format']}): the file is "
+                "damaged or was edited"
+            )
+        info["integrity"] = "sha256 verified"
     state, info = finish_source(path, arch, state, info, kernel_sizes, num_classes, strict)
-    cfg = cfg_from_metadata(info.get("metadata"))  # every reader puts a file's metadata here
+    cfg = cfg_from_metadata(info.get("metadata"))
     if cfg is not None:
         info["pretrained_cfg"] = cfg
     return state, info
@@ -310,6 +327,7 @@ def load_model(
     Returns:
         (framework name, model).
     """
+    check_num_classes(num_classes)
     fmt = detect_format(path)
     framework = framework_of(fmt)
     if fmt in CANONICAL_CONTAINERS:
@@ -379,7 +397,7 @@ def _write(
             "arch": arch,
             "kernel_sizes": _ks_text(info["kernel_sizes"]),
             **({"source_hub": info["hub"]["name"]} if info.get("hub") else {}),
-            **metadata_entries(info.get("pretrained_cfg")),
+            **file_metadata(info),
         }
         save_file(out, state, meta, overwrite=force)
     else:
@@ -453,6 +471,9 @@ def port(
         out = out / _default_name(to, arch)
     if out.exists() and not force:  # fail before any expensive work
         raise FileExistsError(f"{out} exists; pass force=True (CLI: --force) to replace it")
+    suffixes = (".safetensors", ".npz") if to == "canonical" else backend_io(to).SUFFIXES
+    if not out.name.endswith(tuple(suffixes)):
+        raise ValueError(f"{out}: a {to} output must end with {' or '.join(suffixes)}")
     path = src if source is None else source.weights()  # hub: downloaded or from the cache
     state, info = read_source(path, arch, kernel_sizes=kernel_sizes, num_classes=num_classes)
     if source is not None:
@@ -463,6 +484,7 @@ def port(
         }
         if source.pretrained_cfg is not None:  # config.json wins over the file's metadata
             info["pretrained_cfg"] = source.pretrained_cfg
+    info["sha256"] = tensor_digest(state)  # stored in the output's metadata (file_metadata)
     show = progress and len(state) >= PROGRESS_MIN_TENSORS
     with progress_.stage(len(state), f"converting to {to}", unit="tensors", enabled=show) as bar:
         _write(to, _Tracked(state, bar), out, arch, info, force)

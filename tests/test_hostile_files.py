@@ -8,6 +8,7 @@ WeightMismatchError, WeightDtypeError (all but the first three are ValueErrors).
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import stat
@@ -441,3 +442,205 @@ def test_pickle_with_code_is_refused_and_not_run(tmp_path):
     require_backend("torch")
     _refused(tmp_path / "evil.pth", SourceError, "refused")
     assert not marker.exists(), "code in the pickle ran"
+
+
+# ---------------------------------------------------------------------------------------------
+# row 3: Keras files declaring sizes they do not hold; absurd arguments; Flax dtypes; suffixes
+
+
+@pytest.fixture(scope="module")
+def keras_files(tmp_path_factory):
+    require_backend("keras")
+    from eca_multi.keras.io import load_canonical_model, save_weights_file
+    from eca_multi.keras.models import create_model
+
+    d = tmp_path_factory.mktemp("keras")
+    model = create_model(ARCH, 10)
+    load_canonical_model(model, _state())
+    save_weights_file(model, d / "r18.weights.h5")
+    save_weights_file(model, d / "r18.keras")
+    return d
+
+
+def _edit_h5(src: Path, dst: Path, key: str, **dataset) -> None:
+    import shutil
+
+    import h5py
+
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        del f[key]
+        f.create_dataset(key, **dataset)
+
+
+def test_row3_weights_h5_declaring_what_it_does_not_hold(keras_files, tmp_path):
+    src = keras_files / "r18.weights.h5"
+    empty = tmp_path / "dense.weights.h5"  # a Dense kernel (512, 1.5M) with no data behind it
+    _edit_h5(src, empty, "layers/dense/vars/0", shape=(512, 1_500_000), dtype="float32")
+    assert empty.stat().st_size < 100 << 20
+    _refused(empty, SourceError, "layers/dense/vars/0", "(512, 1500000)")
+    eca = tmp_path / "eca.weights.h5"
+    _edit_h5(src, eca, "layers/eca/vars/0", shape=(1_500_000_000, 1, 1), dtype="float32")
+    _refused(eca, SourceError, "layers/eca/vars/0", "1500000000")
+    ints = tmp_path / "int.weights.h5"
+    _edit_h5(src, ints, "layers/dense/vars/0", data=np.ones((512, 10), np.int64))
+    _refused(ints, WeightDtypeError, "layers/dense/vars/0", "int64")
+
+
+def test_row3_keras_config_declaring_absurd_sizes(keras_files, tmp_path):
+    src = keras_files / "r18.keras"
+    for key, value in (("units", 1_500_000), ("kernel_size", [1_500_000_000, 1])):
+        out = tmp_path / f"{key}.keras"
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w") as zout:
+            for item in zin.infolist():
+                data = zin.read(item.filename)
+                if item.filename == "config.json":
+                    text = data.decode()
+                    old = '"units": 10' if key == "units" else '"kernel_size": [3, 3]'
+                    assert old in text, f"no {old} in the archive's config"
+                    new = f'"{key}": {json.dumps(value)}'
+                    data = text.replace(old, new, 1).encode()
+                zout.writestr(item, data)
+        _refused(out, SourceError, key, "at most")
+
+
+def test_row3_absurd_num_classes_refused_before_building(keras_files, tmp_path):
+    t0 = time.perf_counter()
+    r = _cli("port", str(keras_files / "r18.weights.h5"), "--arch", ARCH, "--num-classes",
+             "1500000", "--to", "canonical", "-o", str(tmp_path / "o.safetensors"))  # fmt: skip
+    _one_line_error(r, "num_classes must be between 1 and 100,000")
+    assert time.perf_counter() - t0 < 30  # a subprocess start; no model of that width is built
+
+
+def test_flax_export_with_integer_weights_refused(tmp_path):
+    require_backend("flax")
+    from flax import serialization
+
+    from eca_multi.flax.io import load_weights_file
+    from eca_multi.port import port as port_to
+
+    port_to(_write_canonical(tmp_path), ARCH, "flax", tmp_path / "r18.msgpack", progress=False)
+    data = serialization.msgpack_restore((tmp_path / "r18.msgpack").read_bytes())
+    state = data["state"]
+    key = next(iter(state))  # the first top-level variable group
+    node = state[key]
+    while isinstance(node, dict):
+        parent, name = node, next(iter(node))
+        node = node[name]
+    parent[name] = np.asarray(node).astype(np.int64)
+    (tmp_path / "int.msgpack").write_bytes(serialization.msgpack_serialize(data))
+    with pytest.raises(WeightDtypeError, match="int64"):
+        load_weights_file(tmp_path / "int.msgpack", ARCH)
+    _refused(tmp_path / "int.msgpack", WeightDtypeError, "int64")
+
+
+def _write_canonical(tmp_path: Path) -> Path:
+    path = tmp_path / "w.safetensors"
+    if not path.exists():
+        save_file(path, _state())
+    return path
+
+
+@pytest.mark.parametrize(("to", "name"), [("keras", "o.h5"), ("flax", "o.bin"), ("torch", "o.h5")])
+def test_bad_output_suffix_refused_at_once(tmp_path, to, name):
+    require_backend(to)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="must end with"):
+        port(_write_canonical(tmp_path), ARCH, to, tmp_path / name, progress=False)
+    assert time.perf_counter() - t0 < 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# row 11: flipped data bytes in the files eca-multi writes are caught by their sha256
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def _data_offset(path: Path) -> int:
+    """A byte inside the largest tensor's data."""
+    if path.name.endswith(".weights.h5"):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            best: list = []
+            f.visititems(
+                lambda k, o: (
+                    best.append((o.nbytes, o.id.get_offset()))
+                    if isinstance(o, h5py.Dataset) and o.id.get_offset() is not None
+                    else None
+                )
+            )
+        nbytes, off = max(best)
+        return off + nbytes // 2
+    return path.stat().st_size - 4096  # safetensors / msgpack: the data come last
+
+
+@pytest.mark.parametrize(
+    ("to", "name"),
+    [
+        ("canonical", "o.safetensors"),
+        ("canonical", "o.npz"),
+        ("torch", "model.safetensors"),
+        ("keras", "o.weights.h5"),
+        ("flax", "o.msgpack"),
+    ],
+)
+def test_row11_flipped_bytes_fail_the_sha256(tmp_path, to, name):
+    require_backend("torch" if to == "canonical" else to)
+    arch = "ecaresnet26t" if name == "model.safetensors" else ARCH
+    src = tmp_path / "w.safetensors"
+    if arch == ARCH:
+        save_file(src, _state())
+    else:  # timm's model.safetensors is written for timm architectures
+        require_backend("torch")
+        timm = require_backend("timm")
+        from safetensors.torch import save_file as torch_save
+
+        torch_save(timm.create_model(arch, num_classes=10).state_dict(), str(src))
+    out = tmp_path / name
+    port(src, arch, to, out, progress=False)
+    state, info = read_source(out, arch)
+    assert info.get("integrity") == "sha256 verified", info
+    if name.endswith(".npz"):  # deflate-free npz: flip inside a member, keep the zip's CRC honest
+        data = dict(np.load(out))
+        key = "fc.weight"
+        data[key] = data[key].copy()
+        data[key].view(np.uint8)[5] ^= 0x40
+        np.savez(out, **data)
+    else:
+        _flip(out, _data_offset(out))
+    with pytest.raises(SourceError, match="integrity check failed"):
+        read_source(out, arch)
+
+
+# ---------------------------------------------------------------------------------------------
+# a bfloat16 model.safetensors of ecaresnet50d, as timm saves it, ports with --verify
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("to", "name"), [("keras", "r50d.weights.h5"), ("flax", "r50d.msgpack")])
+def test_bf16_ecaresnet50d_ports_with_verify(tmp_path, to, name):
+    torch = require_backend("torch")
+    timm = require_backend("timm")
+    require_backend(to)
+    from safetensors.torch import save_file as torch_save
+
+    from eca_multi.torch.models import randomize_batchnorm_
+
+    torch.manual_seed(0)
+    model = timm.create_model("ecaresnet50d", pretrained=False)
+    randomize_batchnorm_(model, seed=1, name="ecaresnet50d", image_size=64)
+    sd = {k: v.bfloat16() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    src = tmp_path / "model.safetensors"
+    torch_save(sd, str(src), metadata={"format": "pt"})
+    r = _cli("port", str(src), "--arch", "ecaresnet50d", "--to", to, "-o", str(tmp_path / name),
+             "--verify", "--quiet")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "-> OK" in r.stdout and "safetensors" in r.stdout, r.stdout
+    line = next(ln for ln in r.stdout.splitlines() if "max abs logit difference" in ln)
+    err = float(line.split("max abs logit difference ")[1].split()[0])
+    assert err <= 1e-4, f"bf16 ecaresnet50d -> {to}: max abs logit difference {err:.2e} > 1e-4"

@@ -242,7 +242,9 @@ def test_port_torch_side_targets(files, model, tmp_path, to, name, fmt):
     assert all(np.array_equal(state[k], v) for k, v in want.items()) and len(state) == len(want)
     if fmt == "official":  # the authors' layout: DataParallel keys and the metadata fields
         raw = torch.load(out, weights_only=True)
-        assert set(raw) == {"epoch", "arch", "state_dict", "best_prec1", "optimizer"}
+        fields = {"epoch", "arch", "state_dict", "best_prec1", "optimizer"}
+        assert set(raw) == fields | {"eca_multi_sha256"}, set(raw)  # + the tensors' digest
+        assert info["integrity"] == "sha256 verified", info
         assert all(k.startswith("module.") for k in raw["state_dict"]) and raw["epoch"] == 3
     assert os.listdir(tmp_path) == [name], "temp files left behind"
 

@@ -16,6 +16,7 @@ Every command runs from a folder outside the repository, with no PYTHONPATH.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -26,6 +27,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+NOT_SOURCE = (".git", ".venv", ".cache", "build", "dist", "*.egg-info", "__pycache__", "site",
+              ".hypothesis", ".pytest_cache", ".ruff_cache", ".mypy_cache")  # fmt: skip
 TORCH = "torch==2.13.0"  # the small CPU build on local disk (README, "Install one backend")
 
 pytestmark = pytest.mark.slow
@@ -46,8 +49,10 @@ def _ok(r: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProces
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("dist")
+    tree = tmp / "tree"  # a copy: the build writes egg-info, never into the checkout
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     build = "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))"
-    out = _ok(_run([sys.executable, "-c", build, str(tmp)], ROOT), "build_sdist").stdout
+    out = _ok(_run([sys.executable, "-c", build, str(tmp)], tree), "build_sdist").stdout
     sdist = tmp / out.strip().splitlines()[-1]
     with tarfile.open(sdist) as tar:
         names = tar.getnames()

@@ -22,9 +22,16 @@ import numpy as np
 from flax import nnx, serialization
 
 from .. import archs
-from ..preprocess import metadata_entries
 from ..registry import package_versions
-from ..weights import Layout, WeightMismatchError, check_state, to_canonical, to_native
+from ..weights import (
+    Layout,
+    WeightDtypeError,
+    WeightMismatchError,
+    check_state,
+    to_canonical,
+    to_native,
+)
+from ..weights.integrity import file_metadata
 from ..weights.io import atomic_write_bytes
 from ..weights.sources import source_errors
 from ._ops import native_params
@@ -307,6 +314,14 @@ def load_weights_file(
     }
     if missing or unexpected or mismatched:
         raise WeightMismatchError(missing, unexpected, mismatched, where=f"flax {name} ({path})")
+    bad = {}
+    for key, var in own.items():  # a float stays float, a counter an integer: never a cast
+        want_int = jnp.issubdtype(var.get_value().dtype, jnp.integer)
+        have = np.asarray(flat[key]).dtype
+        if not (np.issubdtype(have, np.integer) if want_int else np.issubdtype(have, np.floating)):
+            bad[key] = f"{have}, want {'an integer' if want_int else 'floating point'}"
+    if bad:
+        raise WeightDtypeError(bad, f"flax {name} ({path})")
     for key, var in own.items():  # abstract variables: set the whole value
         var.set_value(jnp.asarray(flat[key], var.get_value().dtype))
     return model
@@ -376,8 +391,7 @@ def write_file(
     pretrained config in ``info`` goes into its metadata (:func:`read_metadata`)."""
     model = abstract_model(arch, info["num_classes"], info["kernel_sizes"])
     load_canonical_model(model, state, name=arch, strict=True)
-    meta = metadata_entries(info.get("pretrained_cfg"))
-    save_weights_file(model, path, overwrite=overwrite, metadata=meta)
+    save_weights_file(model, path, overwrite=overwrite, metadata=file_metadata(info))
 
 
 def logits(model: nnx.Module, x_nchw: np.ndarray) -> np.ndarray:

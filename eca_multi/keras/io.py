@@ -28,12 +28,12 @@ from keras import layers, ops
 
 from ..archs import get_arch, head_name, kernel_sizes_from_kernels, schema
 from ..family import se_reduced_channels
-from ..preprocess import metadata_entries
 from ..registry import package_versions
-from ..weights.io import atomic_path
+from ..weights.integrity import file_metadata
+from ..weights.io import atomic_path, max_file_bytes
 from ..weights.layouts import Layout, to_canonical, to_native
-from ..weights.schema import check_state
-from ..weights.sources import source_errors
+from ..weights.schema import WeightDtypeError, check_state
+from ..weights.sources import SourceError, source_errors
 from ._ops import Gated
 from .family import attention_variables, export_canonical, load_canonical
 from .layer import ECA
@@ -253,6 +253,90 @@ def save_weights_file(model: keras.Model, path: str | os.PathLike, overwrite: bo
     return path
 
 
+MAX_KERNEL = 1025  # the largest conv / ECA kernel side a config may declare (ours: <= 9)
+MAX_WIDTH = 1 << 16  # the most units / filters a config may declare (ours: <= 4096)
+
+
+def check_weights_h5(path: Path, member: str | None = None) -> None:
+    """Refuse a ``.weights.h5`` file before a model is built from what it declares: every
+    dataset must store the bytes its shape declares (within :func:`max_file_bytes`) and hold
+    floating-point values (BatchNorm's scalar step counter: an integer). ``member``: the
+    weights file inside a ``.keras`` archive at ``path``.
+
+    Raises:
+        SourceError: a dataset over the cap or with less data than its shape declares.
+        WeightDtypeError: integer, bool, complex or string weights (never cast).
+    """
+    import h5py
+
+    cap, bad, dtypes = max_file_bytes(), [], {}
+
+    def visit(key: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Dataset):
+            return
+        nbytes = int(np.prod(obj.shape, dtype=np.float64) * obj.dtype.itemsize)
+        stored = obj.id.get_storage_size()
+        limit = cap if obj.compression else min(cap, size)
+        if nbytes > limit or (nbytes and obj.compression is None and stored < nbytes):
+            bad.append(
+                f"{key} declares {obj.shape} ({nbytes:,} bytes) but the file stores {stored:,} "
+                f"(file of {size:,} bytes, cap {cap:,})"
+            )
+        counter = obj.shape == () and np.issubdtype(obj.dtype, np.integer)
+        if not counter and not np.issubdtype(obj.dtype, np.floating):
+            dtypes[key] = f"{obj.dtype}, want floating point"
+
+    if member is None:
+        size = path.stat().st_size
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    else:
+        with zipfile.ZipFile(path) as z, z.open(member) as fh:
+            size = z.getinfo(member).file_size
+            with h5py.File(fh, "r") as f:
+                f.visititems(visit)
+    where = f"{path}" + (f" ({member})" if member else "")
+    if bad:
+        raise SourceError(f"{where}: {'; '.join(bad[:3])}")
+    if dtypes:
+        raise WeightDtypeError(dtypes, f"Keras file {where}")
+
+
+def check_archive_config(path: Path) -> None:
+    """Refuse a ``.keras`` archive whose config declares absurd sizes (units, filters, kernel
+    sizes), before Keras builds it; the archive's weights are checked like a ``.weights.h5``."""
+    cap = max_file_bytes()
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("config.json")
+        if info.file_size > min(cap, 64 << 20):
+            raise SourceError(f"{path}: config.json declares {info.file_size:,} bytes")
+        config = json.loads(z.read("config.json"))
+    problems: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                sizes = value if isinstance(value, list) else [value]
+                ints = [v for v in sizes if isinstance(v, (int, float)) and not isinstance(v, bool)]
+                if key in ("units", "filters") and any(v > MAX_WIDTH for v in ints):
+                    problems.append(f"{where}.{key} = {value} (at most {MAX_WIDTH:,})")
+                elif key in ("kernel_size", "pool_size") and any(v > MAX_KERNEL for v in ints):
+                    problems.append(f"{where}.{key} = {value} (at most {MAX_KERNEL:,})")
+                else:
+                    walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{where}[{i}]")
+
+    walk(config, "config")
+    if problems:
+        raise SourceError(f"{path}: the model config declares {'; '.join(problems[:3])}")
+    with zipfile.ZipFile(path) as z:
+        members = [n for n in z.namelist() if n.endswith(".weights.h5")]
+    for member in members:
+        check_weights_h5(path, member)
+
+
 def _h5_kernel_sizes(path: Path, name: str):
     """ECA kernel sizes stored in a ``.weights.h5`` file (k is read from the kernels' shapes).
 
@@ -310,6 +394,12 @@ def load_weights_file(
         raise FileNotFoundError(f"no Keras weight file at {path}")
     if suffix == ".keras":
         try:
+            check_archive_config(path)
+        except (SourceError, WeightDtypeError):
+            raise
+        except Exception as e:  # a damaged zip, no config.json, JSON errors
+            raise ValueError(f"{path} is not a readable .keras archive ({e})") from e
+        try:
             with _recursion_limit():
                 loaded = keras.saving.load_model(path)
         except Exception as e:  # zip / h5 / config errors from deep inside Keras
@@ -324,6 +414,7 @@ def load_weights_file(
         model = create_model(name, num_classes, ks, data_format, None, att, att_kw)
         load_canonical_model(model, export_canonical_model(loaded))
         return model
+    check_weights_h5(path)  # before a model is built from the shapes the file declares
     try:
         # ECA kernel sizes are read from the file; other kinds take kernel_sizes as given
         stored = _h5_kernel_sizes(path, name) if attention == "eca" else kernel_sizes
@@ -396,7 +487,7 @@ def write_file(
     timm's pretrained config in ``info`` goes into the file's metadata (:func:`read_metadata`)."""
     model = create_model(arch, info["num_classes"], info["kernel_sizes"])
     load_canonical_model(model, state, name=arch, strict=True)
-    meta = metadata_entries(info.get("pretrained_cfg"))
+    meta = file_metadata(info)  # pretrained config, tensor digest
     if not meta:
         save_weights_file(model, path, overwrite=overwrite)
         return

@@ -31,9 +31,10 @@ from torch import nn
 
 from .. import archs
 from ..family import attention_schema
-from ..preprocess import METADATA_KEY, metadata_entries
+from ..preprocess import METADATA_KEY
 from ..registry import package_versions
 from ..weights import check_state
+from ..weights.integrity import DIGEST_KEY, file_metadata
 from ..weights.io import atomic_write_bytes
 from ..weights.layouts import Layout
 from ..weights.sources import SourceError, finish_source, strip_prefix
@@ -239,8 +240,10 @@ def read_file(
     if fmt == "official":
         info.update({k: _scalar(obj[k]) for k in _OFFICIAL_META if k in obj})
         info["has_optimizer"] = "optimizer" in obj
-        if isinstance(obj.get(METADATA_KEY), str):  # written by _file_bytes below
-            info["metadata"] = {METADATA_KEY: obj[METADATA_KEY]}
+        # written by _file_bytes below: the pretrained config and the tensor digest
+        meta = {k: obj[k] for k in (METADATA_KEY, DIGEST_KEY) if isinstance(obj.get(k), str)}
+        if meta:
+            info["metadata"] = meta
     sd, stripped = strip_prefix(sd)
     info["prefix_stripped"] = "module." if stripped else ""
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
@@ -275,7 +278,7 @@ def default_name(arch: str) -> str:
 
 def _file_bytes(state: Mapping[str, Any], out: Path, arch: str, info: Mapping) -> bytes:
     tensors = {k: torch.from_numpy(_writable(state[k])) for k in state}
-    extra = metadata_entries(info.get("pretrained_cfg"))  # {} or {"pretrained_cfg": JSON}
+    extra = file_metadata(info)  # {"pretrained_cfg": JSON, "eca_multi_sha256": hex} or less
     if out.name.endswith(".safetensors"):  # timm's model.safetensors: a plain state_dict
         from safetensors.torch import save
 

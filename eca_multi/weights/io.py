@@ -32,8 +32,8 @@ _META_KEY = "__eca_multi_metadata__"  # npz entry holding the metadata JSON
 # 4 GiB: about 10x the float32 bytes of the largest architecture eca-multi builds (ecaresnet269d,
 # 0.4 GB), so a real checkpoint never meets it and a bomb is refused before it is inflated
 DEFAULT_MAX_BYTES = 4 << 30
-_NUMPY_SAFETENSORS = {"F64", "F32", "F16", "I64", "U64", "I32", "U32", "I16", "U16", "I8", "U8",
-                      "BOOL", "C64"}  # fmt: skip  (what safetensors.numpy turns into arrays)
+# the dtypes safetensors.numpy turns into arrays
+_NUMPY_SAFETENSORS = set("F64 F32 F16 I64 U64 I32 U32 I16 U16 I8 U8 BOOL C64".split())
 
 
 @contextlib.contextmanager

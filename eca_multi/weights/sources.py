@@ -43,7 +43,7 @@ from .. import archs
 from ..registry import framework_of
 from .io import load_file, max_file_bytes
 from .layouts import Layout
-from .schema import WeightMismatchError, check_state
+from .schema import WeightDtypeError, WeightMismatchError, check_state
 
 __all__ = [
     "CONTAINERS",
@@ -231,8 +231,8 @@ def source_errors(path: str | os.PathLike, what: str, kind: str):
     """
     try:
         yield
-    except WeightMismatchError:
-        raise
+    except (WeightMismatchError, WeightDtypeError, SourceError):
+        raise  # they already name the file or every bad key
     except ValueError as e:
         raise SourceError(f"{path}: cannot read as {what}: {short_error(e)}") from None
     except Exception as e:
@@ -300,6 +300,16 @@ def _fill_batch_counters(arch_schema: Mapping, state: dict[str, Any]) -> int:
     return n
 
 
+def check_num_classes(num_classes: int | None) -> None:
+    """A requested classifier width, checked before any model is built (None: the file's)."""
+    if num_classes is None:
+        return
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise ValueError(f"num_classes must be an int, got {num_classes!r}")
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be between 1 and {MAX_CLASSES:,}, got {num_classes}")
+
+
 def finish_source(
     path: str | os.PathLike,
     arch: str,
@@ -334,8 +344,7 @@ def finish_source(
         shown = ", ".join(f"{k!r} ({type(k).__name__})" for k in odd[:5])
         raise SourceError(f"{path}: state-dict keys must be strings, found {shown}")
     ks = resolve_kernel_sizes(arch, state, kernel_sizes, where=str(path))
-    if num_classes is not None and not 1 <= num_classes <= MAX_CLASSES:
-        raise ValueError(f"num_classes must be between 1 and {MAX_CLASSES:,}, got {num_classes}")
+    check_num_classes(num_classes)
     try:
         nc = archs.num_classes_from_state(arch, state) if num_classes is None else num_classes
     except ValueError as e:
