@@ -30,9 +30,12 @@ conformance: $(STAMP)
 	@mkdir -p $(TMPDIR)
 	$(BIN)/eca-multi conformance --require-all
 
+# two pytest-xdist workers, each test file on one worker (its module fixtures built once); the
+# slowest tests' times close the log (CI's step times: mypy, mkdocs, the wheel installs, ...)
+TEST_JOBS ?= 2
 test: $(STAMP)
 	@mkdir -p $(TMPDIR)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache
