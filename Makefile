@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # AVX-512 CPUs: the same kernels on every CPU (README, "Install one backend")
 export TF_ENABLE_ONEDNN_OPTS := 1
 
-.PHONY: conformance test lint env clean
+.PHONY: conformance test lint docs env clean
 
 $(STAMP): pyproject.toml requirements-ci.txt
 	@mkdir -p $(TMPDIR)
@@ -37,8 +37,11 @@ test: $(STAMP)
 	@mkdir -p $(TMPDIR)
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --durations=25
 
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .cache .pytest_cache .hypothesis site

@@ -1,15 +1,17 @@
 """The ``eca-multi`` command line (thin: the work lives in the library).
 
-eca-multi conformance [--backends torch,keras-jax,...] [--impl SPEC ...] [--cases ...]
-                      [--report PATH.md] [--json PATH]
-eca-multi goldens [--check] [--force]
-eca-multi kernel-size C [--gamma 2] [--b 1] [--min 1]
-eca-multi port SRC --arch NAME --to {canonical,torch,keras,flax} -o OUT [--verify] [--force]
-eca-multi port hf-hub:OWNER/REPO[@REV] --to ... -o OUT [--verify]   (arch from its config.json)
-eca-multi models
-eca-multi attention-table C [--kernel-size K] [--reduction 16] [--groups 4] [--spatial M]
-eca-multi export [--groups torch,keras-tensorflow,...] [--models layer,eca_resnet50] [--json PATH]
-                 [--out DIR [--force]]
+Usage::
+
+    eca-multi conformance [--backends torch,keras-jax,...] [--impl SPEC ...] [--cases ...]
+                          [--report PATH.md] [--json PATH]
+    eca-multi goldens [--check] [--force]
+    eca-multi kernel-size C [--gamma 2] [--b 1] [--min 1]
+    eca-multi port SRC --arch NAME --to {canonical,torch,keras,flax} -o OUT [--verify] [--force]
+    eca-multi port hf-hub:OWNER/REPO[@REV] --to ... -o OUT [--verify]   (arch from its config.json)
+    eca-multi models
+    eca-multi attention-table C [--kernel-size K] [--reduction 16] [--groups 4] [--spatial M]
+    eca-multi export [--groups torch,keras-tensorflow,...] [--models layer,eca_resnet50]
+                     [--json PATH] [--out DIR [--force]]
 """
 
 from __future__ import annotations

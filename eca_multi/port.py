@@ -275,8 +275,11 @@ def read_source(
         pretrained config (files eca-multi wrote from a hub repository, or ported on from one).
 
     Raises:
-        FileNotFoundError, SourceError (unreadable / unsafe), ValueError (kernel sizes),
-        WeightMismatchError (every missing / unexpected / mis-shaped key at once).
+        FileNotFoundError: no such file.
+        SourceError: unreadable, unsafe, damaged or over the size cap.
+        ValueError: kernel sizes or a class count that do not fit.
+        WeightMismatchError: every missing / unexpected / mis-shaped key at once.
+        WeightDtypeError: weights that are not floating point.
     """
     archs.get_arch(arch)
     check_num_classes(num_classes)  # before a reader builds a model of that width

@@ -82,7 +82,7 @@ def kernel_size(channels: int, gamma: float = 2, b: float = 1, min_size: int = 1
     Returns:
         An odd kernel size >= ``min_size``.
 
-    Example:
+    Examples:
         >>> [kernel_size(c) for c in (64, 256, 2048)]
         [3, 5, 7]
     """

@@ -33,7 +33,11 @@ class StdConv2D(layers.Layer):
     torch's shape (out, 1, 1, 1).
 
     Args:
-        filters, kernel_size, strides, groups, pad: as torch's Conv2d (``pad`` both sides).
+        filters: output channels, as torch's Conv2d ``out_channels``.
+        kernel_size: the square kernel's side.
+        strides: the stride.
+        groups: grouped convolution's groups.
+        pad: zero padding on both sides.
         gamma: the activation's gamma (timm folds it into the scale).
         eps: added to the variance (timm: 1e-5 for NFNet-L).
         data_format: ``"channels_first"`` / ``"channels_last"``.

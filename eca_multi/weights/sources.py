@@ -336,7 +336,9 @@ def finish_source(
         "num_classes", "path", "arch_name", "tensors" and "filled_num_batches_tracked".
 
     Raises:
-        ValueError (kernel sizes), WeightMismatchError (every bad key at once).
+        SourceError: the file's keys, classifier or ECA kernels are malformed.
+        ValueError: kernel sizes that do not fit the architecture.
+        WeightMismatchError: every missing / unexpected / mis-shaped key at once.
     """
     path = Path(path)
     odd = [k for k in state if not isinstance(k, str)]
