@@ -14,6 +14,8 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # TensorFlow's CPU Conv2D runs channels_first (NCHW) only with oneDNN, default-on only on Intel
 # AVX-512 CPUs: the same kernels on every CPU (README, "Install one backend")
 export TF_ENABLE_ONEDNN_OPTS := 1
+# Material for MkDocs' banner about MkDocs 2 (make docs, tests/test_docs_site.py): noise in logs
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: conformance test lint docs env clean
 
@@ -37,7 +39,9 @@ test: $(STAMP)
 	@mkdir -p $(TMPDIR)
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --durations=25
 
+# the documentation site into site/ (mkdocs.yml); a broken link or reference fails it
 docs: $(STAMP)
+	@mkdir -p $(TMPDIR)
 	$(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
