@@ -1,0 +1,57 @@
+"""The hostile-file fuzzer's quick run (tests/fuzz/fuzz_readers.py; issue #14): a seeded
+mutation corpus over every format through the readers and `eca-multi port`, in CI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import require_backend
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "fuzz"))
+
+import fuzz_readers  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_run_passes(tmp_path):
+    for backend in ("torch", "keras", "flax"):
+        require_backend(backend)
+    out = tmp_path / "fuzz.json"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "fuzz" / "fuzz_readers.py"), "--cases", "200",
+         "--seed", "0", "--json", str(out)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )  # fmt: skip
+    assert r.returncode == 0, f"fuzz quick run failed:\n{r.stdout[-4000:]}{r.stderr[-3000:]}"
+    summary = json.loads(out.read_text())
+    assert summary["cases"] == 200 and not summary["failures"], summary
+    assert set(summary["per_format"]) == set(fuzz_readers.FORMATS), summary["per_format"]
+    print(r.stdout)
+
+
+def test_the_fuzzer_flags_undocumented_errors(tmp_path):
+    from eca_multi.weights import WeightMismatchError
+    from eca_multi.weights.sources import SourceError
+
+    path = tmp_path / "w.safetensors"
+    assert fuzz_readers._documented(SourceError(f"{path}: bad"), path)
+    assert fuzz_readers._documented(WeightMismatchError([], [], {}), path)
+    assert fuzz_readers._documented(ValueError(f"{path}: bad kernel sizes"), path)
+    assert not fuzz_readers._documented(ValueError("no file named"), path)
+    assert not fuzz_readers._documented(TypeError(f"{path}"), path)
+    assert not fuzz_readers._documented(KeyError("x"), path)
+
+
+def test_mutations_are_seeded():
+    import random
+
+    data = bytes(range(256)) * 64
+    a = fuzz_readers.mutate(data, "npz", random.Random(7))
+    b = fuzz_readers.mutate(data, "npz", random.Random(7))
+    assert a == b and a != data
