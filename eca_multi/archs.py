@@ -16,7 +16,7 @@ names are torch ``state_dict`` keys (the official code's, or timm's).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, ClassVar
@@ -26,6 +26,10 @@ from .graph import ByobArch, GraphArch, NFNetArch, PrunedResNetArch, read_pruned
 from .spec import ECAConfig
 from .spec import kernel_size as rule_kernel_size
 from .weights.layouts import Layout
+
+# kernel sizes as the builders take them: per stage (a sequence; graph architectures: one k per
+# ECA module, in order) or {block index: k} (MobileNetV2); both are indexed by slot
+KernelSizes = Sequence[int] | Mapping[int, int]
 
 __all__ = [
     "ARCHS",
@@ -76,7 +80,12 @@ class ResNetArch:
     def expansion(self) -> int:
         return 4 if self.block == "bottleneck" else 1
 
-    def blocks(self, kernel_sizes=None, attention="eca", attention_kwargs=None) -> list[BlockPlan]:
+    def blocks(
+        self,
+        kernel_sizes: KernelSizes | None = None,
+        attention: str | None = "eca",
+        attention_kwargs: dict[str, Any] | None = None,
+    ) -> list[BlockPlan]:
         """The residual blocks in order (:func:`resnet_blocks`)."""
         return resnet_blocks(self, kernel_sizes, attention, attention_kwargs)
 
@@ -121,7 +130,10 @@ class MobileNetV2Arch:
     kernel_slots: ClassVar[str] = "per block"  # one k per inverted residual: {index: k}
 
     def blocks(
-        self, kernel_sizes=None, attention="eca", attention_kwargs=None
+        self,
+        kernel_sizes: KernelSizes | None = None,
+        attention: str | None = "eca",
+        attention_kwargs: dict[str, Any] | None = None,
     ) -> list[InvertedResidualPlan]:
         """The inverted residuals in order (:func:`mobilenet_v2_blocks`)."""
         return mobilenet_v2_blocks(self, kernel_sizes, attention, attention_kwargs)
@@ -221,7 +233,7 @@ ATTENTION_DEFAULTS: dict[str, dict[str, Any]] = {"se_gc": {"groups": 4}}
 
 
 def resolve_attention(
-    attention: str | None, attention_kwargs: dict[str, Any] | None = None
+    attention: str | None, attention_kwargs: Mapping[str, Any] | None = None
 ) -> tuple[str | None, AttentionArgs]:
     """Check a builder's ``attention`` choice; returns (kind or None, hashable kwargs).
 
@@ -298,7 +310,9 @@ class BlockPlan:
     attention: str | None = "eca"
     attention_args: AttentionArgs = ()
 
-    def attention_config(self, data_format: str = "channels_first"):
+    def attention_config(
+        self, data_format: str = "channels_first"
+    ) -> AttentionConfig | ECAConfig | None:
         """The block's attention config (None: no attention), channels = the block's output."""
         return block_attention(
             self.attention, self.outplanes, self.k, self.attention_args, data_format
@@ -347,7 +361,7 @@ def stem_plan(arch: ResNetArch) -> tuple[list[tuple[str, ConvPlan | str]], int]:
 
 def resnet_blocks(
     arch: ResNetArch,
-    kernel_sizes: tuple[int, ...] | None = None,
+    kernel_sizes: KernelSizes | None = None,
     attention: str | None = "eca",
     attention_kwargs: dict[str, Any] | None = None,
 ) -> list[BlockPlan]:
@@ -466,7 +480,9 @@ class InvertedResidualPlan:
     attention: str | None = "eca"
     attention_args: AttentionArgs = ()
 
-    def attention_config(self, data_format: str = "channels_first"):
+    def attention_config(
+        self, data_format: str = "channels_first"
+    ) -> AttentionConfig | ECAConfig | None:
         """The block's attention config (None: no attention), channels = the block's output."""
         return block_attention(self.attention, self.oup, self.k, self.attention_args, data_format)
 
@@ -508,7 +524,7 @@ class InvertedResidualPlan:
 
 def mobilenet_v2_blocks(
     arch: MobileNetV2Arch,
-    kernel_sizes: dict[int, int] | None = None,
+    kernel_sizes: KernelSizes | None = None,
     attention: str | None = "eca",
     attention_kwargs: dict[str, Any] | None = None,
 ) -> list[InvertedResidualPlan]:
@@ -547,7 +563,7 @@ def _bn(s: Schema, name: str, ch: int) -> None:
 def schema(
     name: str,
     num_classes: int | None = None,
-    kernel_sizes=None,
+    kernel_sizes: KernelSizes | None = None,
     attention: str | None = "eca",
     attention_kwargs: dict[str, Any] | None = None,
 ) -> Schema:
@@ -565,21 +581,21 @@ def schema(
     if isinstance(arch, MobileNetV2Arch):
         _conv(s, ConvPlan("features.0.0", 3, arch.input_channel, 3, 2))
         _bn(s, "features.0.1", arch.input_channel)
-        blocks = mobilenet_v2_blocks(arch, kernel_sizes, attention, attention_kwargs)
-        for b in blocks:
-            for conv, bn, _ in b.convs():
+        irs = mobilenet_v2_blocks(arch, kernel_sizes, attention, attention_kwargs)
+        for ir in irs:
+            for conv, bn, _ in ir.convs():
                 _conv(s, conv)
                 _bn(s, bn, conv.cout)
-            _attention(s, b, f"{b.attention_prefix}.")
-        last = len(blocks) + 1
-        _conv(s, ConvPlan(f"features.{last}.0", blocks[-1].oup, arch.last_channel, 1))
+            _attention(s, ir, f"{ir.attention_prefix}.")
+        last = len(irs) + 1
+        _conv(s, ConvPlan(f"features.{last}.0", irs[-1].oup, arch.last_channel, 1))
         _bn(s, f"features.{last}.1", arch.last_channel)
         s["classifier.1.weight"] = ((nc, arch.last_channel), Layout.LINEAR)
         s["classifier.1.bias"] = ((nc,), Layout.NONE)
         return s
     stem, _ = stem_plan(arch)
     for kind, item in stem:
-        if kind == "conv":
+        if isinstance(item, ConvPlan):  # kind "conv"
             _conv(s, item)
             width = item.cout
         elif kind == "bn":
@@ -598,7 +614,7 @@ def schema(
     return s
 
 
-def _attention(s: Schema, block, prefix: str) -> None:
+def _attention(s: Schema, block: BlockPlan | InvertedResidualPlan, prefix: str) -> None:
     cfg = block.attention_config()
     if cfg is not None:
         s.update(attention_schema(cfg, prefix))
@@ -608,7 +624,7 @@ def attention_params(
     name: str,
     attention: str | None = "eca",
     attention_kwargs: dict[str, Any] | None = None,
-    kernel_sizes=None,
+    kernel_sizes: KernelSizes | None = None,
 ) -> int:
     """Parameters all the blocks' attention modules add: the kind's formula summed over blocks.
 
@@ -620,14 +636,18 @@ def attention_params(
     return sum(param_count(c) for c in cfgs if c is not None)
 
 
-def default_kernel_sizes(name: str, kernel_sizes=None) -> tuple[int, ...] | dict[int, int]:
+def default_kernel_sizes(
+    name: str, kernel_sizes: KernelSizes | None = None
+) -> tuple[int, ...] | dict[int, int]:
     """The kernel sizes ``name`` is built with: its own (published, "k13" or timm's rule), or
     ``kernel_sizes`` completed into the architecture's shape (per stage or {block index: k})."""
     arch = get_arch(name)
     return arch.pack_kernel_sizes({b.slot: b.k for b in arch.blocks(kernel_sizes)})
 
 
-def kernel_sizes_from_kernels(name: str, kernels: Mapping[str, int]):
+def kernel_sizes_from_kernels(
+    name: str, kernels: Mapping[str, int]
+) -> tuple[int, ...] | dict[int, int]:
     """Kernel sizes from {attention module path: k}, e.g. read from a file's kernel shapes.
 
     Raises:
@@ -652,13 +672,15 @@ def _shape_of(value: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in getattr(value, "shape", ()))
 
 
-def kernel_sizes_from_state(name: str, state) -> tuple[int, ...] | dict[int, int]:
+def kernel_sizes_from_state(
+    name: str, state: Mapping[str, Any]
+) -> tuple[int, ...] | dict[int, int]:
     """Read ECA kernel sizes from a checkpoint's weight shapes (never from the rule).
 
     Returns per-stage k for ResNets (all blocks of a stage must agree) or {block index: k} for
     MobileNetV2. Raises ValueError naming the offending keys.
     """
-    kernels = {}
+    kernels: dict[str, int] = {}
     for b in get_arch(name).blocks():
         key = f"{b.attention_prefix}.conv.weight"
         if key in state:
@@ -669,7 +691,7 @@ def kernel_sizes_from_state(name: str, state) -> tuple[int, ...] | dict[int, int
     return kernel_sizes_from_kernels(name, kernels)
 
 
-def branch_end_bns(name: str) -> set[str]:
+def branch_end_bns(name: str) -> set[str | None]:
     """The BatchNorms that end a residual branch (before the attention and the add)."""
     return {b.branch_end_bn for b in get_arch(name).blocks()}
 

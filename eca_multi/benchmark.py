@@ -23,8 +23,9 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from .progress import Stage, stage
 from .registry import GROUPS, Group, resolve
@@ -75,7 +76,7 @@ def resolve_groups(names: str | None) -> list[Group]:
     return resolve(names, "bench backend")
 
 
-def shape_id(shape) -> str:
+def shape_id(shape: Iterable[object]) -> str:
     return "x".join(str(s) for s in shape)
 
 
@@ -100,7 +101,7 @@ def paired(
     reps: int = 7,
     block_s: float = 0.02,
     warmup: int = 2,
-) -> dict:
+) -> dict[str, Any]:
     """Time ``eca`` against ``floor`` in interleaved blocks; per-pair ratios eca / floor.
 
     Both callables must finish their work before returning (block on async results). Each rep
@@ -150,7 +151,7 @@ def run_bench(
     jobs: int = 1,
     timeout: float = 3600,
     progress: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     """Run each group's benchmark in its own subprocess, one after another (timings need the CPU;
     ``jobs`` > 1 runs groups at once, for ``quick`` smoke runs only).
 
@@ -163,7 +164,7 @@ def run_bench(
 
     opts = {"quick": quick, "reps": reps, "models": models, "layers": layers}
 
-    def one(g: Group, bar: Stage):
+    def one(g: Group, bar: Stage) -> tuple[Group, dict[str, Any] | None, str]:
         args = ["bench", "--group", g.name, "--opts", json.dumps(opts)]
         env = {**g.env, "ECA_BENCH_QUICK": "1"} if quick else g.env
         data, tail = run_json_worker("eca_multi.worker", args, env, timeout)
@@ -193,11 +194,11 @@ def run_bench(
 # output
 
 
-def _label(r: dict) -> str:
+def _label(r: dict[str, Any]) -> str:
     return f"{r['framework']} {r['mode']}"
 
 
-def _cell(r: dict | None, detail: bool) -> str:
+def _cell(r: dict[str, Any] | None, detail: bool) -> str:
     if r is None:
         return "-"
     if r.get("ratio") is None or not math.isfinite(r["ratio"]):
@@ -210,7 +211,7 @@ def _cell(r: dict | None, detail: bool) -> str:
     return s
 
 
-def format_table(rows: list[dict], *, detail: bool = False) -> str:
+def format_table(rows: list[dict[str, Any]], *, detail: bool = False) -> str:
     """Markdown tables: layer ratio to the floor (rows backend x pass x dtype, columns shapes),
     then the model ratios. ``*`` marks a ratio above the issue's target."""
     layer = [r for r in rows if r["mode"] != "model"]
@@ -243,7 +244,7 @@ def format_table(rows: list[dict], *, detail: bool = False) -> str:
     return "\n".join(out)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Ratio to the floor per shape (x) for every backend/mode (one line each), fwd and fwd+bwd."""
     import matplotlib
 
@@ -277,7 +278,7 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_results(data: dict, out_dir: Path, *, png: bool = True) -> list[Path]:
+def write_results(data: dict[str, Any], out_dir: Path, *, png: bool = True) -> list[Path]:
     """Write ``bench.md`` (tables), ``bench.json`` (every number) and ``bench.png`` atomically."""
     from .weights.io import atomic_path, atomic_write_bytes
 

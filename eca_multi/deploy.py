@@ -92,7 +92,7 @@ def check(
     *,
     documented: tuple[str, str] | None = None,
     note: str = "",
-) -> dict:
+) -> dict[str, Any]:
     """Run one export path and return its row.
 
     Args:
@@ -113,7 +113,7 @@ def check(
         tol_text = f"{tol.atol:.0e}+{tol.rtol:.0e}r (f64 ref)"
     else:
         tol_text = f"{LOGIT_ATOL:.0e} (eager)"
-    row = {"path": path, "model": model, "tolerance": tol_text, "note": note}
+    row: dict[str, Any] = {"path": path, "model": model, "tolerance": tol_text, "note": note}
     try:
         got, want = run()
     except Exception as e:  # a failing path is a row, never a crash of the matrix
@@ -161,7 +161,7 @@ def random_batchnorm_state(
     for key, v in state.items():
         if not key.endswith(".running_var"):
             continue
-        bn, n = key[: -len(".running_var")], v.shape[0]
+        bn, n = key[: -len(".running_var")], int(v.shape[0])
         lo, hi = (0.2, 0.6) if bn in last else (0.5, 1.5)
         out[f"{bn}.weight"] = rng.uniform(lo, hi, n).astype(np.float32)
         out[f"{bn}.bias"] = (0.1 * rng.standard_normal(n)).astype(np.float32)
@@ -172,7 +172,7 @@ def random_batchnorm_state(
 
 def compare_states(
     got: Mapping[str, Any], want: Mapping[str, Any], start: Mapping[str, Any] | None = None
-) -> dict:
+) -> dict[str, Any]:
     """Compare two trained states (name -> array), e.g. distributed vs single-device.
 
     Returns ``max_abs_diff`` and ``max_scaled_diff`` (each tensor's max |got - want| divided by
@@ -187,14 +187,15 @@ def compare_states(
     if list(got) != list(want):
         missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
         raise ValueError(f"states differ in names: missing {missing[:5]}, unexpected {extra[:5]}")
-    diffs, scaled = {}, {}
+    diffs: dict[str, float] = {}
+    scaled: dict[str, float] = {}
     for k in want:
         g, w = np.asarray(got[k], np.float64), np.asarray(want[k], np.float64)
         if g.shape != w.shape:
             raise ValueError(f"{k}: shape {g.shape} != {w.shape}")
         diffs[k] = float(np.abs(g - w).max(initial=0.0))
         scaled[k] = diffs[k] / max(1.0, float(np.abs(w).max(initial=0.0)))
-    worst = max(scaled, key=scaled.get)
+    worst = max(scaled, key=scaled.__getitem__)
     out = {
         "max_abs_diff": max(diffs.values()),
         "max_scaled_diff": scaled[worst],
@@ -209,7 +210,7 @@ def compare_states(
     return out
 
 
-def layer_case(data_format: str, seed: int = 0) -> dict:
+def layer_case(data_format: str, seed: int = 0) -> dict[str, Any]:
     """The layer rows' data: C = 64 (k = 3 by the rule), export at (2, 8, 8), run at (3, 5, 7)."""
     rng = np.random.default_rng(seed)
     cf = data_format == "channels_first"
@@ -226,7 +227,7 @@ def layer_case(data_format: str, seed: int = 0) -> dict:
     }
 
 
-def layer_reference(case: dict) -> np.ndarray:
+def layer_reference(case: dict[str, Any]) -> np.ndarray:
     from . import reference
 
     return reference.forward(
@@ -250,7 +251,7 @@ def model_inputs(data_format: str, seed: int = 1) -> tuple[np.ndarray, np.ndarra
 
 def run_group(
     group: Group, models: Sequence[str], timeout: float = 1800, out: str | None = None
-) -> dict:
+) -> dict[str, Any]:
     """One group's rows from a fresh interpreter; missing rows become failed rows.
 
     ``out``: keep the exported files under ``out/<group>/`` (else a temporary folder)."""
@@ -283,14 +284,14 @@ def run_export_matrix(
     jobs: int = 2,
     out: str | None = None,
     progress: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     """Every group's rows ({"rows": [...], "env": {group: versions}}), ``jobs`` groups at once;
     ``out``: keep every exported file under ``out/<group>/``; ``progress``: one step per group
     on stderr (:mod:`eca_multi.progress`)."""
     groups = list(GROUPS if groups is None else groups)
     models = _models(models)
 
-    def one(g: Group, bar: Stage) -> dict:
+    def one(g: Group, bar: Stage) -> dict[str, Any]:
         rows = run_group(g, models, out=out)
         bar.update()
         return rows
@@ -304,13 +305,13 @@ def run_export_matrix(
     }
 
 
-def _status(r: dict) -> str:
+def _status(r: dict[str, Any]) -> str:
     if r["ran"]:
         return "ok" if r["ok"] else "FAIL"
     return "not run" if r["ok"] else "ERROR"
 
 
-def format_table(rows: Sequence[dict]) -> str:
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The matrix as a fixed-width table (one line per group x path x model), reasons below."""
     heads = ("group", "path", "model", "ran", "max abs err", "tolerance", "status")
     cells = [
@@ -326,13 +327,16 @@ def format_table(rows: Sequence[dict]) -> str:
         for i, r in enumerate(rows, 1)
     ]
     widths = [max(len(h), *(len(c[j]) for c in cells)) for j, h in enumerate(heads)]
-    line = lambda c: "  ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)).rstrip()  # noqa: E731
+
+    def line(c: Sequence[str]) -> str:
+        return "  ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)).rstrip()
+
     out = [line(heads), line(["-" * w for w in widths]), *(line(c) for c in cells)]
     notes = [f"[{i}] {r['reason']}" for i, r in enumerate(rows, 1) if r.get("reason")]
     return "\n".join(out + ([""] + notes if notes else []))
 
 
-def summarize(rows: Sequence[dict]) -> tuple[bool, str]:
+def summarize(rows: Sequence[dict[str, Any]]) -> tuple[bool, str]:
     """(every row passed, a one-line count)."""
     ran = sum(r["ran"] and r["ok"] for r in rows)
     documented = sum(not r["ran"] and r["ok"] for r in rows)

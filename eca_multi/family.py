@@ -32,7 +32,7 @@ ECA itself keeps :mod:`eca_multi.spec` (its config is :class:`eca_multi.spec.ECA
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from .spec import (
     DATA_FORMATS,
@@ -146,7 +146,7 @@ class AttentionConfig(AxesMixin):
 
 def attention_config(
     kind: str,
-    channels: int,
+    channels: int | None,
     *,
     gate: str = "sigmoid",
     data_format: str = "channels_first",
@@ -238,10 +238,12 @@ def attention_schema(
     if isinstance(config, ECAConfig):
         return {f"{prefix}conv.weight": (config.weight_shape, Layout.CONV1D)}
     c, kind = config.channels, config.kind
+    # attention_config sets kernel_size (eca_ns), rd_channels (se) and groups (se_gc)
+    s: dict[str, tuple[tuple[int, ...], Layout]]
     if kind == "eca_ns":
-        s = {"weight": ((c, config.kernel_size), Layout.NONE)}
+        s = {"weight": ((c, cast(int, config.kernel_size)), Layout.NONE)}
     elif kind == "se":
-        rd = config.rd_channels
+        rd = cast(int, config.rd_channels)
         s = {
             "fc1.weight": ((rd, c, 1, 1), Layout.CONV2D),
             "fc1.bias": ((rd,), Layout.NONE),
@@ -255,7 +257,7 @@ def attention_schema(
     elif kind == "se_var3":
         s = {"fc.weight": ((c, c), Layout.LINEAR)}
     else:  # se_gc
-        s = {"fc.weight": ((c, c // config.groups), Layout.NONE)}
+        s = {"fc.weight": ((c, c // cast(int, config.groups)), Layout.NONE)}
     return {f"{prefix}{n}": v for n, v in s.items()}
 
 
@@ -267,8 +269,9 @@ def init_bounds(config: AttentionConfig | ECAConfig) -> dict[str, float]:
     """
     out = {}
     for name, (shape, _) in attention_schema(config).items():
-        if name.endswith("bias"):
-            fan_in = config.rd_channels if name.startswith("fc2") else config.channels
+        if name.endswith("bias"):  # SE's only (rd_channels set)
+            se = cast(AttentionConfig, config)
+            fan_in = cast(int, se.rd_channels) if name.startswith("fc2") else se.channels
         elif len(shape) == 1:  # se_var2
             fan_in = 1
         else:
@@ -297,14 +300,13 @@ def flops(config: AttentionConfig | ECAConfig, spatial: int = 1) -> dict[str, in
     spatial positions M (pooling is C*M adds, scaling C*M multiplies). Zero padding is counted
     as if the padded taps were computed (the dense k-tap / band form every backend runs).
     """
-    c = config.channels
+    c = config.channels or 0  # 0: an ECA built without channels (the others always have C)
     if isinstance(config, ECAConfig):
-        macs = config.kernel_size * (c or 0)
-        c = c or 0
-    elif config.kind == "se":
-        macs = 2 * c * config.rd_channels
-    elif config.kind == "eca_ns":
         macs = config.kernel_size * c
+    elif config.kind == "se":  # attention_config sets rd_channels, kernel_size, groups per kind
+        macs = 2 * c * cast(int, config.rd_channels)
+    elif config.kind == "eca_ns":
+        macs = cast(int, config.kernel_size) * c
     elif config.kind == "se_var1":
         macs = 0
     elif config.kind == "se_var2":
@@ -312,7 +314,7 @@ def flops(config: AttentionConfig | ECAConfig, spatial: int = 1) -> dict[str, in
     elif config.kind == "se_var3":
         macs = c * c
     else:
-        macs = c * c // config.groups
+        macs = c * c // cast(int, config.groups)
     return {"mix_macs": macs, "pool_scale_ops": 2 * c * spatial}
 
 
@@ -331,7 +333,7 @@ def attention_table(
     from .spec import kernel_size as rule
 
     k = kernel_size if kernel_size is not None else rule(channels)
-    per_kind = {
+    per_kind: dict[str, dict[str, Any]] = {
         "se": dict(reduction=reduction),
         "se_var1": {},
         "se_var2": {},

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .spec import make_config
+from .spec import ECAConfig, make_config
 from .weights.layouts import Layout
 
 __all__ = [
@@ -99,7 +99,9 @@ class Graph:
     nodes: list[Node] = field(default_factory=list)
     output: str = "input"
 
-    def _add(self, op: str, output: str, inputs: tuple[str, ...], name: str = "", **attrs) -> str:
+    def _add(
+        self, op: str, output: str, inputs: tuple[str, ...], name: str = "", **attrs: Any
+    ) -> str:
         if any(n.output == output for n in self.nodes) or output == "input":
             raise ValueError(f"graph value {output!r} defined twice")
         self.nodes.append(Node(op, output, inputs, name, attrs))
@@ -213,7 +215,7 @@ class AttentionSlot:
     branch_end_bn: str | None = None
     attention: str = "eca"
 
-    def attention_config(self, data_format: str = "channels_first"):
+    def attention_config(self, data_format: str = "channels_first") -> ECAConfig:
         """The module's ECA config (timm's: sigmoid gate, zero padding, k from the graph)."""
         return make_config(self.channels, self.k, data_format=data_format)
 
@@ -232,10 +234,18 @@ class GraphArch:
     name: str = ""
     num_classes: int = 1000
 
-    def build(self, num_classes: int | None = None, kernel_sizes=None) -> Graph:
+    def build(
+        self, num_classes: int | None = None, kernel_sizes: Iterable[int] | None = None
+    ) -> Graph:
         raise NotImplementedError
 
-    def graph(self, num_classes: int | None = None, kernel_sizes=None) -> Graph:
+    def layers_text(self) -> str:
+        """The stage depths as the models table prints them (each subclass has its own)."""
+        raise NotImplementedError
+
+    def graph(
+        self, num_classes: int | None = None, kernel_sizes: Iterable[int] | None = None
+    ) -> Graph:
         """The network (built once per configuration and shared: do not modify it)."""
         nc = self.num_classes if num_classes is None else int(num_classes)
         ks = None if kernel_sizes is None else tuple(int(k) for k in kernel_sizes)
@@ -252,7 +262,12 @@ class GraphArch:
         """ECA module path -> the BN (NFNet: the conv) that ends its residual branch."""
         return {}
 
-    def blocks(self, kernel_sizes=None, attention="eca", attention_kwargs=None):
+    def blocks(
+        self,
+        kernel_sizes: Iterable[int] | None = None,
+        attention: str | None = "eca",
+        attention_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[AttentionSlot]:
         if attention != "eca" or attention_kwargs:
             raise ValueError(
                 f"{self.name}: only timm's own ECA can be built (attention={attention!r}, "
@@ -269,7 +284,9 @@ class GraphArch:
     def pack_kernel_sizes(self, per_slot: Mapping[int, int]) -> tuple[int, ...]:
         return tuple(int(per_slot[i]) for i in range(len(per_slot)))
 
-    def schema(self, num_classes: int | None = None, kernel_sizes=None) -> Schema:
+    def schema(
+        self, num_classes: int | None = None, kernel_sizes: Iterable[int] | None = None
+    ) -> Schema:
         return self.graph(num_classes, kernel_sizes).schema()
 
     def kernel_rule_text(self) -> str:
@@ -330,12 +347,17 @@ class NFNetArch(GraphArch):
             for bi in range(d)
         }
 
-    def build(self, num_classes: int | None = None, kernel_sizes=None) -> Graph:
+    def build(
+        self, num_classes: int | None = None, kernel_sizes: Iterable[int] | None = None
+    ) -> Graph:
         g, act = Graph(), self.act
         ws = {"gamma": NONLIN_GAMMA[act], "eps": self.std_conv_eps}
         ks = iter(kernel_sizes) if kernel_sizes is not None else None
+        nc = self.num_classes if num_classes is None else num_classes  # graph() resolves it
 
-        def conv(x, name, cin, cout, k, stride=1, groups=1):
+        def conv(
+            x: str, name: str, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1
+        ) -> str:
             return g.conv(x, name, cin, cout, k, stride, groups, bias=True, ws=ws)
 
         # stem: conv1 3x3/2, act2, conv2, act3, conv3, act4, conv4 3x3/2
@@ -376,7 +398,7 @@ class NFNetArch(GraphArch):
                 cin = out
         features = make_divisible(int(self.channels[-1] * self.feat_mult))
         x = g.act(conv(x, "final_conv", cin, features, 1), "final_act", act)
-        g.linear(g.mean(x, "head.global_pool"), "head.fc", features, num_classes)
+        g.linear(g.mean(x, "head.global_pool"), "head.fc", features, nc)
         return g
 
 
@@ -412,11 +434,23 @@ class ByobArch(GraphArch):
             for bi in range(s[0])
         }
 
-    def build(self, num_classes: int | None = None, kernel_sizes=None) -> Graph:
+    def build(
+        self, num_classes: int | None = None, kernel_sizes: Iterable[int] | None = None
+    ) -> Graph:
         g, act = Graph(), self.act
         ks = iter(kernel_sizes) if kernel_sizes is not None else None
+        nc = self.num_classes if num_classes is None else num_classes  # graph() resolves it
 
-        def cna(x, p, cin, cout, k, stride=1, groups=1, apply_act=True):
+        def cna(
+            x: str,
+            p: str,
+            cin: int,
+            cout: int,
+            k: int,
+            stride: int = 1,
+            groups: int = 1,
+            apply_act: bool = True,
+        ) -> str:
             x = g.bn(g.conv(x, f"{p}.conv", cin, cout, k, stride, groups), f"{p}.bn", cout)
             return g.act(x, f"{p}.bn.act", act) if apply_act else x
 
@@ -449,7 +483,7 @@ class ByobArch(GraphArch):
         if self.num_features:
             x = cna(x, "final_conv", cin, self.num_features, 1)
             cin = self.num_features
-        g.linear(g.mean(x, "head.global_pool"), "head.fc", cin, num_classes)
+        g.linear(g.mean(x, "head.global_pool"), "head.fc", cin, nc)
         return g
 
 
@@ -492,12 +526,17 @@ class PrunedResNetArch(GraphArch):
             for i in range(n)
         }
 
-    def build(self, num_classes: int | None = None, kernel_sizes=None) -> Graph:
+    def build(
+        self, num_classes: int | None = None, kernel_sizes: Iterable[int] | None = None
+    ) -> Graph:
         g = Graph()
         ks = iter(kernel_sizes) if kernel_sizes is not None else None
+        nc = self.num_classes if num_classes is None else num_classes  # graph() resolves it
         w = self._shape
 
-        def conv_bn(x, conv, bn, cin, k, stride=1):
+        def conv_bn(
+            x: str, conv: str, bn: str, cin: int, k: int, stride: int = 1
+        ) -> tuple[str, int]:
             cout, have = w(f"{conv}.weight")[:2]
             if have != cin:
                 raise ValueError(f"{self.name}: {conv}.weight takes {have} channels, not {cin}")
@@ -522,7 +561,7 @@ class PrunedResNetArch(GraphArch):
                     shortcut, _ = conv_bn(d, f"{p}.downsample.1", f"{p}.downsample.2", c, 1)
                 x = g.act(g.add(h, shortcut, f"{p}.add"), f"{p}.act3", "relu")
                 c = out
-        g.linear(g.mean(x, "global_pool"), "fc", w("fc.weight")[1], num_classes)
+        g.linear(g.mean(x, "global_pool"), "fc", w("fc.weight")[1], nc)
         return g
 
     def with_shapes(self, state: Mapping[str, Any]) -> PrunedResNetArch:

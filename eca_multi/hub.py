@@ -28,7 +28,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, cast
 
 from . import archs
 
@@ -83,7 +84,9 @@ def parse_name(name: str) -> tuple[str, str | None]:
     return repo, (rev[0] if rev else None)
 
 
-def pretrained_cfg_from_config(config: Mapping[str, Any], hub_id: str | None = None) -> dict:
+def pretrained_cfg_from_config(
+    config: Mapping[str, Any], hub_id: str | None = None
+) -> dict[str, Any]:
     """timm's pretrained config from a ``config.json`` dict, merged as timm merges it.
 
     ``pretrained_cfg`` with the top-level ``num_classes``, ``label_names`` and
@@ -114,9 +117,10 @@ class HubModel:
     revision: str | None
     arch: str
     arch_from_config: bool  # False: given by the caller (the config has no architecture)
-    config: dict = field(default_factory=dict)  # config.json as read ({} when the repo has none)
+    # config.json as read ({} when the repo has none)
+    config: dict[str, Any] = field(default_factory=dict)
     config_file: Path | None = None
-    pretrained_cfg: dict | None = None
+    pretrained_cfg: dict[str, Any] | None = None
 
     def weights(self) -> Path:
         """The local weight file: ``model.safetensors``, else ``pytorch_model.bin`` (cached).
@@ -158,7 +162,7 @@ def resolve(name: str, arch: str | None = None) -> HubModel:
         if arch is None:
             raise
         config_file = None  # the weights may still be there; the caller named the architecture
-    config: dict = {}
+    config: dict[str, Any] = {}
     if config_file is not None:
         try:
             config = json.loads(Path(config_file).read_text(encoding="utf-8"))
@@ -183,7 +187,7 @@ def resolve(name: str, arch: str | None = None) -> HubModel:
         name=name,
         repo_id=repo_id,
         revision=revision,
-        arch=found or arch,
+        arch=cast(str, found or arch),  # one of them is set (checked above)
         arch_from_config=found is not None,
         config=config,
         config_file=None if config_file is None else Path(config_file),
@@ -195,7 +199,7 @@ def resolve(name: str, arch: str | None = None) -> HubModel:
 # huggingface_hub, imported here only
 
 
-def _hf():
+def _hf() -> tuple[ModuleType, ModuleType]:
     try:
         import huggingface_hub
         from huggingface_hub import errors

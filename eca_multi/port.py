@@ -14,7 +14,8 @@ timm's pretrained config come from the repository's ``config.json``). Targets:
 * ``torch``: official architectures -> ``.pth`` state_dict (or the official ``.pth.tar`` layout
   when the name ends so); timm architectures -> ``model.safetensors`` (what timm loads);
 * ``keras``: ``.weights.h5`` or ``.keras`` (:func:`eca_multi.keras.io.save_weights_file`);
-* ``flax``: our msgpack export (:func:`eca_multi.flax.io.save_weights_file`).
+* ``flax``: our msgpack export (:func:`eca_multi.flax.io.save_weights_file`), or an Orbax
+  checkpoint folder for an output named ``*.orbax`` (:mod:`eca_multi.flax.orbax`).
 
 Every framework step goes through the target's ``eca_multi.<framework>.io`` module (the
 :class:`eca_multi.registry.BackendIO` contract), found by module path in
@@ -88,6 +89,7 @@ class VerificationError(RuntimeError):
     def __init__(self, report: PortReport) -> None:
         self.report = report
         v = report.verify
+        assert v is not None  # raised only after a verification ran
         super().__init__(
             f"verification failed: max abs logit difference {v.max_abs:.3e} > "
             f"tolerance {v.tolerance:.0e} ({report.src} -> {report.out}); the written file is "
@@ -186,7 +188,8 @@ class _Tracked(Mapping):
     """A read-only view of a state dict that advances a progress bar per distinct key read."""
 
     def __init__(self, state: Mapping[str, Any], bar: progress_.Stage) -> None:
-        self._state, self._bar, self._seen = state, bar, set()
+        self._state, self._bar = state, bar
+        self._seen: set[str] = set()
 
     def __getitem__(self, key: str) -> Any:
         value = self._state[key]
@@ -470,11 +473,11 @@ def port(
     if isinstance(kernel_sizes, str):
         kernel_sizes = parse_kernel_sizes(kernel_sizes, arch)
     out = Path(out)
-    if out.is_dir():
+    suffixes = (".safetensors", ".npz") if to == "canonical" else backend_io(to).SUFFIXES
+    if out.is_dir() and not out.name.endswith(tuple(suffixes)):  # *.orbax is itself a folder
         out = out / _default_name(to, arch)
     if out.exists() and not force:  # fail before any expensive work
         raise FileExistsError(f"{out} exists; pass force=True (CLI: --force) to replace it")
-    suffixes = (".safetensors", ".npz") if to == "canonical" else backend_io(to).SUFFIXES
     if not out.name.endswith(tuple(suffixes)):
         raise ValueError(f"{out}: a {to} output must end with {' or '.join(suffixes)}")
     path = src if source is None else source.weights()  # hub: downloaded or from the cache

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -61,9 +61,10 @@ METADATA_KEY = "pretrained_cfg"  # the metadata entry (a JSON string) in every o
 # storage: one str -> str metadata entry, the same in every format
 
 
-def _jsonable(cfg: Mapping[str, Any]) -> dict:
+def _jsonable(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy in JSON types (tuples -> lists): what every format gives back."""
-    return json.loads(json.dumps(dict(cfg)))
+    out: dict[str, Any] = json.loads(json.dumps(dict(cfg)))
+    return out
 
 
 def metadata_entries(cfg: Mapping[str, Any] | PretrainedConfig | None) -> dict[str, str]:
@@ -75,7 +76,7 @@ def metadata_entries(cfg: Mapping[str, Any] | PretrainedConfig | None) -> dict[s
     return {METADATA_KEY: json.dumps(_jsonable(cfg), sort_keys=True)}
 
 
-def cfg_from_metadata(meta: Mapping[str, Any] | None) -> dict | None:
+def cfg_from_metadata(meta: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The pretrained config stored by :func:`metadata_entries` (None when there is none).
 
     Raises:
@@ -115,7 +116,8 @@ class PretrainedConfig:
     label_names: Any = None  # list (or dict id -> name) of class names, if present
     test_input_size: tuple[int, int, int] | None = None
     test_crop_pct: float | None = None
-    extra: dict = field(default_factory=dict)  # tag, hf_hub_id, pool_size, first_conv, ...
+    # tag, hf_hub_id, pool_size, first_conv, ...
+    extra: dict[str, Any] = field(default_factory=dict)
 
     _TUPLES = ("input_size", "mean", "std", "test_input_size")
 
@@ -123,7 +125,8 @@ class PretrainedConfig:
     def from_dict(cls, cfg: Mapping[str, Any]) -> PretrainedConfig:
         """From a ``pretrained_cfg`` dict (timm's, or one read back from a file)."""
         names = {f.name for f in fields(cls)} - {"extra"}
-        known, extra = {}, {}
+        known: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
         for key, value in _jsonable(cfg).items():
             if key in names and value is not None:
                 known[key] = tuple(value) if key in cls._TUPLES else value
@@ -131,7 +134,7 @@ class PretrainedConfig:
                 extra[key] = value
         return cls(**known, extra=extra)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict (lists for tuples), only the keys that were set."""
         out = {
             f.name: getattr(self, f.name)
@@ -153,7 +156,8 @@ class PretrainedConfig:
             return source
         if isinstance(source, Mapping):
             if METADATA_KEY in source and source[METADATA_KEY] is not None:
-                return cls.from_dict(cfg_from_metadata(source))
+                # a dict: the entry is there and not None
+                return cls.from_dict(cast(dict[str, Any], cfg_from_metadata(source)))
             if isinstance(source.get("metadata"), Mapping):  # read_container's info
                 found = cfg_from_metadata(source["metadata"])
                 if found is not None:
@@ -169,7 +173,7 @@ class PretrainedConfig:
         """One line: input size, interpolation, crop, mean / std (timm's defaults filled in)."""
         t = self.eval_transform()
         size = "x".join(str(int(v)) for v in (self.input_size or DEFAULT_INPUT_SIZE))
-        nums = lambda v: ",".join(f"{x:.4g}" for x in v)
+        nums: Callable[[Sequence[float]], str] = lambda v: ",".join(f"{x:.4g}" for x in v)
         labels = ", label names" if self.label_names else ""
         return (
             f"input {size}, {t.interpolation}, crop_pct {t.crop_pct:g} ({t.crop_mode}), "
@@ -283,7 +287,8 @@ def _hamming(x: float) -> float:
     return math.sin(x) / x * (_F054 + _F046 * math.cos(x))
 
 
-_FILTERS = {  # name -> (support, filter), as Pillow defines them
+# name -> (support, filter), as Pillow defines them
+_FILTERS: dict[str, tuple[float, Callable[[float], float]]] = {
     "box": (0.5, lambda x: 1.0 if -0.5 < x <= 0.5 else 0.0),
     "bilinear": (1.0, lambda x: max(0.0, 1.0 - abs(x))),
     "hamming": (1.0, _hamming),
@@ -294,7 +299,7 @@ INTERPOLATIONS = ("nearest", *_FILTERS)
 _PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point coefficients for 8-bit images
 
 
-def _coefficients(in_size: int, out_size: int, interpolation: str):
+def _coefficients(in_size: int, out_size: int, interpolation: str) -> tuple[np.ndarray, np.ndarray]:
     """Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc``: (first tap, int64 taps)."""
     support, fn = _FILTERS[interpolation]
     scale = in_size / out_size
@@ -347,7 +352,8 @@ _PIL_FILTERS = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")  
 def _resize_numpy(image: np.ndarray, out_h: int, out_w: int, interpolation: str) -> np.ndarray:
     if interpolation == "nearest":
         rows, cols = _nearest_index(image.shape[0], out_h), _nearest_index(image.shape[1], out_w)
-        return image[rows][:, cols].copy()
+        picked: np.ndarray = image[rows][:, cols].copy()
+        return picked
     out = image if image.ndim == 3 else image[:, :, None]
     if out_w != out.shape[1]:  # Pillow's classic order: horizontal pass, then vertical
         out = _resample_axis(out, out_w, 1, interpolation)
@@ -402,7 +408,8 @@ def resize(
         raise ValueError(f"backend must be 'auto', 'pillow' or 'numpy', got {backend!r}")
     out_h, out_w = int(size[0]), int(size[1])
     if (out_h, out_w) == image.shape[:2]:
-        return image.copy()
+        same: np.ndarray = image.copy()
+        return same
     multiband_ok = image.ndim == 2 or image.shape[2] in (1, 3)  # Pillow: L or RGB, 8-bit
     if backend == "pillow" or (backend == "auto" and multiband_ok and _pillow_installed()):
         if image.ndim == 3 and image.shape[2] == 1:

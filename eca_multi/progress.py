@@ -89,7 +89,7 @@ def tick(label: str = "", n: int = 1) -> None:
         f.write(f"{n}\t{label}\n")
 
 
-def read_ticks(path: str | os.PathLike, offset: int) -> tuple[int, int]:
+def read_ticks(path: str | os.PathLike[str], offset: int) -> tuple[int, int]:
     """(steps reported since byte ``offset``, the new offset) of a worker's progress file."""
     try:
         with open(path, "rb") as f:

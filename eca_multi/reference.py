@@ -21,10 +21,11 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, cast, overload
 
 import numpy as np
 
-from .family import attention_config, attention_schema
+from .family import AttentionConfig, attention_config, attention_schema
 from .spec import ECAConfig, check_input, make_config, padded_channel_index
 from .weights.schema import check_state
 
@@ -41,12 +42,15 @@ __all__ = [
     "pooled",
 ]
 
+_Config = ECAConfig | AttentionConfig  # any family member's config
+
 
 def gate(z: np.ndarray, kind: str) -> np.ndarray:
     """The gate: logistic sigmoid, or hard sigmoid ``relu6(z + 3) / 6``."""
     if kind == "sigmoid":
         ez = np.exp(-np.abs(z))  # stable for large |z|
-        return np.where(z >= 0, 1.0 / (1.0 + ez), ez / (1.0 + ez))
+        s: np.ndarray = np.where(z >= 0, 1.0 / (1.0 + ez), ez / (1.0 + ez))
+        return s
     return np.clip(z + 3.0, 0.0, 6.0) / 6.0
 
 
@@ -57,7 +61,7 @@ def gate_grad(z: np.ndarray, s: np.ndarray, kind: str) -> np.ndarray:
     return np.where((z > -3.0) & (z < 3.0), 1.0 / 6.0, 0.0)
 
 
-def _config(x: np.ndarray, weight: np.ndarray, **kw) -> ECAConfig:
+def _config(x: np.ndarray, weight: np.ndarray, **kw: Any) -> ECAConfig:
     weight = np.asarray(weight)
     if weight.ndim != 3 or weight.shape[:2] != (1, 1):
         raise ValueError(
@@ -71,32 +75,33 @@ def _config(x: np.ndarray, weight: np.ndarray, **kw) -> ECAConfig:
     return cfg
 
 
-def _channels_first(x: np.ndarray, cfg: ECAConfig) -> np.ndarray:
+def _channels_first(x: np.ndarray, cfg: _Config) -> np.ndarray:
     """(N, C, M) view of x with all spatial axes flattened into M."""
     x = np.moveaxis(x, cfg.channel_axis(x.ndim), 1)
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-def _restore(xcf: np.ndarray, shape: tuple[int, ...], cfg: ECAConfig) -> np.ndarray:
+def _restore(xcf: np.ndarray, shape: tuple[int, ...], cfg: _Config) -> np.ndarray:
     ax = cfg.channel_axis(len(shape))
     moved = np.moveaxis(np.empty(shape, dtype=np.bool_), ax, 1).shape
     return np.moveaxis(xcf.reshape(moved), 1, ax)
 
 
-def _pad(y: np.ndarray, cfg: ECAConfig) -> np.ndarray:
+def _pad(y: np.ndarray, cfg: _Config) -> np.ndarray:
     c = y.shape[1]
     if cfg.padding == "circular":
-        return y[:, padded_channel_index(c, cfg.kernel_size)]
+        return y[:, padded_channel_index(c, cast(int, cfg.kernel_size))]  # eca, eca_ns: k set
     return np.pad(y, ((0, 0), (cfg.pad, cfg.pad)))
 
 
 def pooled(x: np.ndarray, data_format: str = "channels_first") -> np.ndarray:
     """Mean over all spatial axes, shape (N, C), float64."""
     cfg = make_config(kernel_size=1, data_format=data_format)
-    return _channels_first(np.asarray(x, dtype=np.float64), cfg).mean(axis=-1)
+    y: np.ndarray = _channels_first(np.asarray(x, dtype=np.float64), cfg).mean(axis=-1)
+    return y
 
 
-def _band(y: np.ndarray, taps: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
+def _band(y: np.ndarray, taps: np.ndarray, cfg: _Config) -> tuple[np.ndarray, np.ndarray]:
     """ECA / ECA-NS mixing: ``z[:, c] = sum_j taps[c, j] * ypad[:, c + j]`` (no flip).
 
     ``taps`` is (1, k) for ECA (one kernel shared by all channels) or (C, k) for ECA-NS.
@@ -107,7 +112,9 @@ def _band(y: np.ndarray, taps: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]
     return z, ypad
 
 
-def _band_grad(ypad, taps, dz, cfg) -> tuple[np.ndarray, np.ndarray]:
+def _band_grad(
+    ypad: np.ndarray, taps: np.ndarray, dz: np.ndarray, cfg: _Config
+) -> tuple[np.ndarray, np.ndarray]:
     """(dy, dtaps) of :func:`_band`; dtaps keeps taps' shape (shared taps sum over channels)."""
     n, c = dz.shape
     k = taps.shape[1]
@@ -126,16 +133,18 @@ def _band_grad(ypad, taps, dz, cfg) -> tuple[np.ndarray, np.ndarray]:
     return dy, dtaps
 
 
-def _kind(cfg) -> str:
+def _kind(cfg: _Config) -> str:
     return "eca" if isinstance(cfg, ECAConfig) else cfg.kind
 
 
-def mix(cfg, y: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
+def mix(cfg: _Config, y: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
     """The channel mixing z = mix(y) of any family member (y: pooled (N, C), float64)."""
     return _mix(cfg, y, params)[0]
 
 
-def _mix(cfg, y, p):
+def _mix(
+    cfg: _Config, y: np.ndarray, p: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray | None]:
     """z and what the gradient needs, per kind (see :mod:`eca_multi.family`)."""
     kind = _kind(cfg)
     if kind == "eca":
@@ -152,8 +161,13 @@ def _mix(cfg, y, p):
     if kind == "se_var3":
         return y @ p["fc.weight"].T, None
     n, c = y.shape  # se_gc: block-diagonal, W[g*Cg + o, i] multiplies y[g*Cg + i]
-    wg = _group_view(p["fc.weight"], cfg.groups)
-    return np.einsum("goi,ngi->ngo", wg, y.reshape(n, cfg.groups, -1)).reshape(n, c), None
+    wg = _group_view(p["fc.weight"], _groups(cfg))
+    return np.einsum("goi,ngi->ngo", wg, y.reshape(n, _groups(cfg), -1)).reshape(n, c), None
+
+
+def _groups(cfg: _Config) -> int:
+    """SE-GC's G (attention_config sets it; only kind se_gc asks)."""
+    return cast(int, cast(AttentionConfig, cfg).groups)
 
 
 def _group_view(w: np.ndarray, groups: int) -> np.ndarray:
@@ -161,7 +175,9 @@ def _group_view(w: np.ndarray, groups: int) -> np.ndarray:
     return w.reshape(groups, -1, w.shape[1])
 
 
-def _mix_grad(cfg, y, p, cache, dz) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _mix_grad(
+    cfg: _Config, y: np.ndarray, p: Mapping[str, np.ndarray], cache: Any, dz: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(dy, {canonical name: gradient}) of :func:`_mix` for upstream dz."""
     kind = _kind(cfg)
     if kind == "eca":
@@ -188,13 +204,23 @@ def _mix_grad(cfg, y, p, cache, dz) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     if kind == "se_var3":
         return dz @ p["fc.weight"], {"fc.weight": dz.T @ y}
     n, c = y.shape
-    wg = _group_view(p["fc.weight"], cfg.groups)
-    dzg, yg = dz.reshape(n, cfg.groups, -1), y.reshape(n, cfg.groups, -1)
+    wg = _group_view(p["fc.weight"], _groups(cfg))
+    dzg, yg = dz.reshape(n, _groups(cfg), -1), y.reshape(n, _groups(cfg), -1)
     dw = np.einsum("ngo,ngi->goi", dzg, yg).reshape(p["fc.weight"].shape)
     return np.einsum("goi,ngo->ngi", wg, dzg).reshape(n, c), {"fc.weight": dw}
 
 
-def _run(cfg, x, params, g=None):
+@overload
+def _run(
+    cfg: _Config, x: Any, params: Mapping[str, Any], g: None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray] | None]: ...
+@overload
+def _run(
+    cfg: _Config, x: Any, params: Mapping[str, Any], g: Any
+) -> tuple[np.ndarray, dict[str, np.ndarray]]: ...
+def _run(
+    cfg: _Config, x: Any, params: Mapping[str, Any], g: Any = None
+) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
     """Forward (and, with upstream g, backward) of any family member, all in float64."""
     x64 = np.asarray(x, dtype=np.float64)
     p = {n: np.asarray(v, dtype=np.float64) for n, v in params.items()}
@@ -261,7 +287,9 @@ def backward(
     return dx, dp["conv.weight"]
 
 
-def family_config(x: np.ndarray, params: Mapping[str, np.ndarray], attention: str, **kwargs):
+def family_config(
+    x: np.ndarray, params: Mapping[str, np.ndarray], attention: str, **kwargs: Any
+) -> _Config:
     """The config of ``attention`` for input x, reading sizes from the weights where not given.
 
     Channels come from x (by ``data_format``); ECA's / ECA-NS's k, SE's hidden width and SE-GC's
@@ -289,7 +317,7 @@ def family_config(x: np.ndarray, params: Mapping[str, np.ndarray], attention: st
 
 
 def attention_forward(
-    x: np.ndarray, params: Mapping[str, np.ndarray], attention: str = "eca", **kwargs
+    x: np.ndarray, params: Mapping[str, np.ndarray], attention: str = "eca", **kwargs: Any
 ) -> np.ndarray:
     """Forward of any family member in float64 (``params``: canonical names, torch layouts).
 
@@ -309,7 +337,7 @@ def attention_backward(
     params: Mapping[str, np.ndarray],
     g: np.ndarray,
     attention: str = "eca",
-    **kwargs,
+    **kwargs: Any,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Gradient of ``sum(g * attention_forward(x, params))``: ``(dx, {name: dparam})``."""
     return _run(family_config(x, params, attention, **kwargs), x, params, g)
@@ -344,7 +372,7 @@ class ECA:
             weight = np.random.default_rng(0).uniform(-(k**-0.5), k**-0.5, size=(1, 1, k))
         self.weight = np.asarray(weight, dtype=np.float64)
 
-    def _kw(self) -> dict:
+    def _kw(self) -> dict[str, Any]:
         c = self.config
         return dict(padding=c.padding, gate=c.gate, data_format=c.data_format, channels=c.channels)
 

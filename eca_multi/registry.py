@@ -91,6 +91,7 @@ FORMATS: dict[str, str] = {
     "keras-weights": "keras",
     "keras-archive": "keras",
     "flax": "flax",
+    "flax-orbax": "flax",  # an Orbax checkpoint folder (eca_multi.flax.orbax)
 }
 CANONICAL_CONTAINERS = ("safetensors", "npz")
 # file containers (eca_multi.weights.sources.sniff, by their bytes) -> the backend whose io reads
@@ -100,6 +101,7 @@ READERS: dict[str, str] = {
     "keras-weights": "keras",
     "keras-archive": "keras",
     "flax": "flax",
+    "flax-orbax": "flax",
 }
 
 
@@ -261,7 +263,12 @@ class BackendIO(Protocol):
         """A native file as a model of this framework, the way a user of it would load it."""
 
     def write_file(
-        self, state: Mapping[str, Any], path: Any, arch: str, info: Mapping, overwrite: bool
+        self,
+        state: Mapping[str, Any],
+        path: Any,
+        arch: str,
+        info: Mapping[str, Any],
+        overwrite: bool,
     ) -> None:
         """Write a canonical state as this framework's file (atomic; never overwrites unless
         asked)."""

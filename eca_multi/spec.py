@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -42,12 +42,12 @@ __all__ = [
 def _check_int(name: str, value: Any, *, minimum: int | None = None, odd: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if odd and value % 2 == 0:
-        raise ValueError(f"{name} must be odd (the kernel is centred on each channel), got {value}")
-    return value
+    n = int(value)
+    if minimum is not None and n < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {n}")
+    if odd and n % 2 == 0:
+        raise ValueError(f"{name} must be odd (the kernel is centred on each channel), got {n}")
+    return n
 
 
 def _check_number(name: str, value: Any) -> float:
@@ -55,13 +55,13 @@ def _check_number(name: str, value: Any) -> float:
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     if not math.isfinite(float(value)):
         raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
+    return cast(float, value)  # kept as given (an int stays an int in repr and get_config)
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
+    return cast(str, value)  # equal to one of the str choices
 
 
 def kernel_size(channels: int, gamma: float = 2, b: float = 1, min_size: int = 1) -> int:
@@ -103,6 +103,7 @@ _rule_kernel_size = kernel_size  # make_config's argument shadows the name
 class AxesMixin:
     """Channel and spatial axes of a rank-``ndim`` input from ``self.data_format``."""
 
+    channels: int | None  # None: any channel count (an ECA built with only a kernel size)
     data_format: str
 
     def channel_axis(self, ndim: int) -> int:
@@ -203,7 +204,7 @@ def make_config(
 
 
 def check_input(
-    config: ECAConfig,
+    config: AxesMixin,  # an ECAConfig, or a family member's AttentionConfig
     shape: Sequence[int | None],
     *,
     is_floating: bool,

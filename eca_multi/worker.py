@@ -27,13 +27,14 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .registry import BACKENDS, GROUPS, Group, resolve
 
 __all__ = ["ROLES", "main", "versions"]
 
 
-def versions(group: Group) -> dict:
+def versions(group: Group) -> dict[str, Any]:
     """The group's versions report (never raises: a missing backend says so)."""
     try:
         out = dict(importlib.import_module(group.module("io")).versions())
@@ -42,7 +43,7 @@ def versions(group: Group) -> dict:
     return {**out, **group.env}
 
 
-def _conformance(group: Group, opts: dict) -> dict:
+def _conformance(group: Group, opts: dict[str, Any]) -> dict[str, Any]:
     from .conformance.backends import resolve_backends
     from .conformance.cases import CASES, get_case
     from .conformance.worker import run_backend
@@ -57,12 +58,12 @@ def _conformance(group: Group, opts: dict) -> dict:
     return {"results": results, "env": envs}
 
 
-def _bench(group: Group, opts: dict) -> dict:
+def _bench(group: Group, opts: dict[str, Any]) -> dict[str, Any]:
     mod = importlib.import_module(group.module("bench"))
     return {"rows": mod.run(opts), "env": versions(group)}
 
 
-def _deploy(group: Group, opts: dict) -> dict:
+def _deploy(group: Group, opts: dict[str, Any]) -> dict[str, Any]:
     """The group's export rows; the artifacts are kept under ``opts["out"]/<group>`` if given."""
     mod = importlib.import_module(group.module("deploy"))
     if opts.get("out"):
@@ -75,7 +76,7 @@ def _deploy(group: Group, opts: dict) -> dict:
     return {"rows": rows, "env": versions(group)}
 
 
-def _impl(group: Group | None, opts: dict) -> dict:
+def _impl(group: Group | None, opts: dict[str, Any]) -> dict[str, Any]:
     """One implementation outside eca-multi (``opts["impl"]``: its --impl spec), every case."""
     from .conformance.cases import get_case
     from .conformance.impl import run_spec
@@ -84,7 +85,8 @@ def _impl(group: Group | None, opts: dict) -> dict:
     return run_spec(opts["impl"], cases, opts.get("goldens"))
 
 
-ROLES: dict[str, Callable[[Group | None, dict], dict]] = {
+# the group: a Group (None only for impl: main refuses the others without --group)
+ROLES: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     "impl": _impl,
     "conformance": _conformance,
     "bench": _bench,

@@ -95,3 +95,18 @@ def require_backend(module: str):
 
         return importlib.import_module(module)
     return pytest.importorskip(module, reason=f"backend missing: {module} not installed")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_framework_memory():
+    """After each test file: drop Keras' global graph state and JAX's compilation caches, then
+    collect. A long-lived pytest process (an xdist worker runs many files) otherwise keeps every
+    model a file built; two workers side by side then outgrow the machine's memory."""
+    yield
+    import gc
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    if "jax" in sys.modules:
+        sys.modules["jax"].clear_caches()
+    gc.collect()

@@ -13,7 +13,9 @@ channels_last 1-D with the hard sigmoid, and 3-D in bfloat16 or float16, each ki
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 __all__ = ["CASES", "Case", "family_cases", "get_case"]
 
@@ -43,7 +45,7 @@ class Case:
     def spatial_dims(self) -> int:
         return len(self.shape) - 2
 
-    def layer_kwargs(self) -> dict:
+    def layer_kwargs(self) -> dict[str, Any]:
         """Constructor arguments shared by every backend's ECA for this case."""
         return dict(
             channels=self.channels,
@@ -53,7 +55,7 @@ class Case:
             data_format=self.data_format,
         )
 
-    def attention_kwargs(self) -> dict:
+    def attention_kwargs(self) -> dict[str, Any]:
         """Arguments of ``make_attention(case.attention, **kwargs)`` in every backend."""
         if self.attention == "eca":
             return self.layer_kwargs()
@@ -66,11 +68,11 @@ class Case:
             kw.update(groups=self.groups)
         return kw
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _c(id, shape, k, **kw) -> Case:
+def _c(id: str, shape: Sequence[int], k: int, **kw: Any) -> Case:
     return Case(id, tuple(shape), k, **kw)
 
 
@@ -147,8 +149,8 @@ CASES: tuple[Case, ...] = (
 
 def _family_cases() -> tuple[Case, ...]:
     """Three rows per non-ECA kind: 2-D CF float32, CL 1-D hard sigmoid, 3-D CF 16-bit."""
-    rows = []
-    extra = {  # (2-D C=64, 1-D C=32, 3-D C=16) per-kind arguments
+    rows: list[Case] = []
+    extra: dict[str, list[dict[str, Any]]] = {  # (2-D C=64, 1-D C=32, 3-D C=16) per kind
         "se": [dict(rd_channels=4), dict(rd_channels=8), dict(rd_channels=4)],
         "se_gc": [dict(groups=4), dict(groups=8), dict(groups=2)],
         "eca_ns": [dict(k=3), dict(k=5, padding="circular"), dict(k=3)],

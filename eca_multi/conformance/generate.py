@@ -23,6 +23,7 @@ import json
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def round_to_dtype(a: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "float16":
         return a.astype(np.float16).astype(np.float64)
     if dtype == "bfloat16":  # bf16 = the top 16 bits of a float32; round to nearest even
-        bits = a.astype(np.float32).view(np.uint32).astype(np.uint64)
+        bits: np.ndarray = a.astype(np.float32).view(np.uint32).astype(np.uint64)
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
         return bits.astype(np.uint32).view(np.float32).astype(np.float64)
     raise ValueError(f"unknown dtype {dtype!r}")
@@ -156,7 +157,7 @@ def make_golden(case: Case) -> dict[str, np.ndarray]:
     x = round_to_dtype(x, case.dtype)
     w = round_to_dtype(w, "float32").reshape(1, 1, case.k)
     g = round_to_dtype(rng.standard_normal(case.shape), case.dtype)
-    kw = dict(
+    kw: dict[str, Any] = dict(
         padding=case.padding, gate=case.gate, data_format=case.data_format, channels=case.channels
     )
     y = reference.forward(x, w, **kw)

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from importlib import metadata
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -107,7 +107,7 @@ class Capabilities:
         if self.kernel_rule not in (None, *RULES):
             raise ValueError(f"kernel_rule {self.kernel_rule!r} is not None or one of {RULES}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -153,7 +153,7 @@ def _check_adapter(obj: Any, spec_text: str) -> Adapter:
             f"{spec_text!r}: capabilities must be eca_multi.conformance.impl.Capabilities, "
             f"not {type(obj.capabilities).__name__}"
         )
-    return obj
+    return cast(Adapter, obj)  # name, capabilities and build checked above
 
 
 def load_adapter(spec_text: str) -> Adapter:
@@ -248,7 +248,7 @@ def _to_layout(w: np.ndarray, layout: str) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(shape))  # one row or column: a reshape, never a flip
 
 
-def _weights_for(adapter: Adapter, case: Case, golden: dict) -> dict[str, np.ndarray]:
+def _weights_for(adapter: Adapter, case: Case, golden: dict[str, Any]) -> dict[str, np.ndarray]:
     params = golden_params(golden)
     if case.attention == "eca":
         layout = adapter.capabilities.weight_layout
@@ -264,7 +264,7 @@ def _as_float64(a: Any, what: str) -> np.ndarray:
         raise TypeError(msg) from None
 
 
-def _dtype_check(y: np.ndarray, dtype: str) -> dict:
+def _dtype_check(y: np.ndarray, dtype: str) -> dict[str, Any]:
     """The output's values must be representable in the case's dtype (it ran in that dtype)."""
     if dtype == "float32" or y.size == 0:
         return {"ok": True, "got": dtype, "want": dtype}
@@ -277,7 +277,9 @@ def _dtype_check(y: np.ndarray, dtype: str) -> dict:
     }
 
 
-def score(case: Case, golden: dict, y: Any, grads: tuple[Any, Mapping[str, Any]] | None) -> dict:
+def score(
+    case: Case, golden: dict[str, Any], y: Any, grads: tuple[Any, Mapping[str, Any]] | None
+) -> dict[str, Any]:
     """Checks of one case: y (forward), dx and each weight's gradient (grad), the output dtype."""
     y = _as_float64(y, "output")
     checks = {"y": compare(y, golden["y"], case.dtype, "forward")}
@@ -297,7 +299,7 @@ def score(case: Case, golden: dict, y: Any, grads: tuple[Any, Mapping[str, Any]]
     return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
 
 
-def run_case(adapter: Adapter, case: Case, goldens_dir: str | None = None) -> dict:
+def run_case(adapter: Adapter, case: Case, goldens_dir: str | None = None) -> dict[str, Any]:
     """One record: status "not_expressible" (with the reason), "ran" (with checks) or "error"."""
     rec: dict[str, Any] = {"backend": adapter.name, "case": case.id, "dtype": case.dtype}
     why = not_expressible(adapter, case)
@@ -323,7 +325,7 @@ def run_case(adapter: Adapter, case: Case, goldens_dir: str | None = None) -> di
 
 def run_impl(
     adapter: Adapter, cases: Iterable[Case] | None = None, goldens_dir: str | None = None
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Every case, in table order (none raises: a failing case is a failed record)."""
     setup = getattr(adapter, "setup", None)
     if setup is not None:
@@ -335,7 +337,9 @@ def run_impl(
     return records
 
 
-def run_spec(spec_text: str, cases: Iterable[Case] | None = None, goldens_dir=None) -> dict:
+def run_spec(
+    spec_text: str, cases: Iterable[Case] | None = None, goldens_dir: str | None = None
+) -> dict[str, Any]:
     """Load and run one implementation: {"impl": describe(...), "results": [...]}, or the reason
     it could not be loaded under "error" (``needs_argument``: a factory named without ARG)."""
     try:
@@ -347,7 +351,7 @@ def run_spec(spec_text: str, cases: Iterable[Case] | None = None, goldens_dir=No
         return {"impl": {"name": spec_text}, "error": f"{type(e).__name__}: {e}", "results": []}
 
 
-def describe(adapter: Adapter) -> dict:
+def describe(adapter: Adapter) -> dict[str, Any]:
     """What the report says about an implementation: its name, capabilities and versions."""
     versions = getattr(adapter, "versions", None)
     return {

@@ -14,13 +14,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from ..progress import PROGRESS_ENV, read_ticks, stage
+from ..progress import PROGRESS_ENV, Stage, read_ticks, stage
 from .backends import Backend
-from .cases import CASES
+from .cases import CASES, Case
 from .tolerances import describe_failure, tolerance
 
 __all__ = [
@@ -51,11 +52,11 @@ SHORT = {
 
 def run_group(
     backends: list[Backend],
-    cases=None,
+    cases: Sequence[Case] | None = None,
     goldens_dir: str | None = None,
     timeout: float = 1800,
     on_progress: Callable[[int], None] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Run one process group's backends in a fresh interpreter; returns the worker's JSON.
 
     ``on_progress(n)`` hears of every finished backend x case while the worker runs.
@@ -92,7 +93,7 @@ def run_json_worker(
     env: dict[str, str],
     timeout: float = 1800,
     on_progress: Callable[[int], None] | None = None,
-) -> tuple[dict | None, str]:
+) -> tuple[dict[str, Any] | None, str]:
     """``python -m module *args --json FILE`` in a fresh interpreter with ``env`` added.
 
     Used by the conformance, bench and export (deploy) drivers with ``eca_multi.worker``: one
@@ -130,7 +131,7 @@ def run_json_worker(
         return json.loads(out.read_text()), ""
 
 
-def _follower(bar) -> Callable[[int], None]:
+def _follower(bar: Stage) -> Callable[[int], None]:
     """A thread-safe ``on_progress`` that advances ``bar`` (workers report from threads)."""
     lock = threading.Lock()
 
@@ -143,11 +144,11 @@ def _follower(bar) -> Callable[[int], None]:
 
 def run_matrix(
     backends: list[Backend],
-    cases=None,
-    goldens_dir=None,
+    cases: Sequence[Case] | None = None,
+    goldens_dir: str | None = None,
     jobs: int = 2,
     progress: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     """Run every group (``jobs`` subprocesses at once); returns {"results": [...], "env": {...}}.
 
     ``progress``: a bar per backend x case on stderr (:mod:`eca_multi.progress`).
@@ -171,8 +172,12 @@ def run_matrix(
 
 
 def run_impls(
-    specs: list[str], cases=None, goldens_dir=None, jobs: int = 2, progress: bool = False
-) -> dict:
+    specs: list[str],
+    cases: Sequence[Case] | None = None,
+    goldens_dir: str | None = None,
+    jobs: int = 2,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Each implementation (``--impl`` spec) in its own interpreter; {"results", "impls"}.
 
     ``"all"`` stands for every name in the ``eca_multi.conformance`` entry point group; one that
@@ -188,7 +193,7 @@ def run_impls(
         "goldens": None if goldens_dir is None else str(goldens_dir),
     }
 
-    def one(spec: str, follow: Callable[[int], None]) -> dict:
+    def one(spec: str, follow: Callable[[int], None]) -> dict[str, Any]:
         args = ["impl", "--opts", json.dumps({**opts, "impl": spec})]
         data, msg = run_json_worker("eca_multi.worker", args, {}, on_progress=follow)
         if data is None:
@@ -212,7 +217,7 @@ def run_impls(
     return {"results": results, "impls": impls}
 
 
-def _cell(rec: dict | None) -> str:
+def _cell(rec: dict[str, Any] | None) -> str:
     if rec is None:
         return "-"
     if rec.get("status") == "not_expressible":
@@ -225,11 +230,13 @@ def _cell(rec: dict | None) -> str:
     return f"{rec['checks']['y']['max_abs']:.1e}{mark}"
 
 
-def _columns(data: dict, backends: list[Backend]) -> list[str]:
+def _columns(data: dict[str, Any], backends: list[Backend]) -> list[str]:
     return [b.name for b in backends] + list(data.get("impls", {}))
 
 
-def format_matrix(data: dict, backends: list[Backend], cases=None) -> str:
+def format_matrix(
+    data: dict[str, Any], backends: list[Backend], cases: Sequence[Case] | None = None
+) -> str:
     """A case x implementation table of forward max abs error (FAIL marks any failed check;
     n/e: the implementation cannot express the case)."""
     cases = list(cases if cases is not None else CASES)
@@ -256,7 +263,7 @@ def format_matrix(data: dict, backends: list[Backend], cases=None) -> str:
 
 
 def summarize(
-    data: dict, backends: list[Backend], require_all: bool = True
+    data: dict[str, Any], backends: list[Backend], require_all: bool = True
 ) -> tuple[bool, list[str]]:
     """(all passed, failure lines in the house format).
 
@@ -305,7 +312,7 @@ def summarize(
     return ok, lines
 
 
-def impl_summary(data: dict) -> list[str]:
+def impl_summary(data: dict[str, Any]) -> list[str]:
     """Per implementation: passed / failed / not expressible, and why not, grouped."""
     lines = []
     for name, info in data.get("impls", {}).items():
@@ -322,7 +329,7 @@ def impl_summary(data: dict) -> list[str]:
     return lines
 
 
-def _report_cell(rec: dict | None) -> str:
+def _report_cell(rec: dict[str, Any] | None) -> str:
     if rec is None:
         return "-"
     status = rec.get("status")
@@ -339,7 +346,9 @@ def _report_cell(rec: dict | None) -> str:
     return f"**FAIL** {','.join(bad)} ({y.get('max_abs', float('nan')):.0e})"
 
 
-def format_report(data: dict, backends: list[Backend], cases=None) -> str:
+def format_report(
+    data: dict[str, Any], backends: list[Backend], cases: Sequence[Case] | None = None
+) -> str:
     """The case x implementation matrix as markdown (pass with forward max abs error / FAIL
     with the failed checks / n/e = not expressible), then each implementation's counts."""
     cases = list(cases if cases is not None else CASES)
@@ -366,7 +375,7 @@ def format_report(data: dict, backends: list[Backend], cases=None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def grad_summary(data: dict, backends: list[Backend]) -> str:
+def grad_summary(data: dict[str, Any], backends: list[Backend]) -> str:
     """Worst gradient error per backend, relative to max |ref| (float32 cases)."""
     lines = ["Worst float32 gradient error per backend (max |got - ref| / max |ref|):"]
     for b in backends:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def tolerance(dtype: str, kind: str) -> Tolerance:
         raise KeyError(f"no tolerance for dtype {dtype!r}, kind {kind!r}") from None
 
 
-def compare(got: np.ndarray, ref: np.ndarray, dtype: str, kind: str) -> dict:
+def compare(got: np.ndarray, ref: np.ndarray, dtype: str, kind: str) -> dict[str, Any]:
     """Compare ``got`` to ``ref`` under the table; returns the numbers a report needs.
 
     Returns a dict with ``ok``, ``max_abs``, ``max_rel`` (over |ref| > 0), ``ratio`` (worst
@@ -95,7 +96,7 @@ def compare(got: np.ndarray, ref: np.ndarray, dtype: str, kind: str) -> dict:
     return out
 
 
-def describe_failure(backend: str, case: str, tensor: str, result: dict) -> str:
+def describe_failure(backend: str, case: str, tensor: str, result: dict[str, Any]) -> str:
     """One line in the house format: what failed and by how much."""
     extra = f" ({result['error']})" if result.get("error") else ""
     return (

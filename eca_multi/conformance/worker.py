@@ -15,8 +15,12 @@ from __future__ import annotations
 import importlib
 import time
 import traceback
+from collections.abc import Iterable
+from typing import Any
 
 from ..progress import tick
+from .backends import Backend
+from .cases import Case
 from .generate import golden_grads, load_golden
 from .tolerances import compare
 
@@ -25,7 +29,7 @@ __all__ = ["check_outputs", "error_fields", "run_backend"]
 CHECKS = (("y", "forward"), ("dx", "grad"))
 
 
-def error_fields(e: Exception) -> dict:
+def error_fields(e: Exception) -> dict[str, Any]:
     """The fields of a case record whose run raised (inside an ``except`` block)."""
     tb = traceback.format_exc(limit=8)
     return {"status": "error", "ok": False, "error": f"{type(e).__name__}: {e}", "traceback": tb}
@@ -36,7 +40,7 @@ def grad_check_name(param: str) -> str:
     return "dw" if param == "conv.weight" else f"d[{param}]"
 
 
-def check_outputs(case, golden: dict, out: dict) -> dict:
+def check_outputs(case: Case, golden: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
     """Compare one adapter result with the golden; returns per-tensor numbers and ``ok``.
 
     The adapter returns weight gradients as ``dparams`` ({canonical name: array}); ECA-only
@@ -55,7 +59,9 @@ def check_outputs(case, golden: dict, out: dict) -> dict:
     return {"ok": all(c["ok"] for c in checks.values()), "checks": checks}
 
 
-def run_backend(backend, cases, goldens_dir=None) -> tuple[list[dict], dict]:
+def run_backend(
+    backend: Backend, cases: Iterable[Case], goldens_dir: str | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """All cases of one backend; never raises for a failing case (it becomes a failed record)."""
     base = {"backend": backend.name}
     try:
@@ -69,7 +75,7 @@ def run_backend(backend, cases, goldens_dir=None) -> tuple[list[dict], dict]:
     records = []
     for case in cases:
         t0 = time.perf_counter()
-        rec = {**base, "case": case.id, "dtype": case.dtype}
+        rec: dict[str, Any] = {**base, "case": case.id, "dtype": case.dtype}
         try:
             supported = getattr(adapter, "ATTENTIONS", ("eca",))
             if case.attention not in supported:

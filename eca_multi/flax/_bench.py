@@ -9,6 +9,7 @@ with ``attention=None``, inference (eval mode) and one SGD training step, each u
 from __future__ import annotations
 
 import inspect
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -57,10 +58,10 @@ def _plain_twin(model: nnx.Module) -> nnx.Module:
 
     for path, module in list(nnx.iter_graph(model)):
         if isinstance(module, ECA) and path:
-            parent = model
+            parent: Any = model
             for p in path[:-1]:
-                parent = parent[p] if isinstance(p, int) else getattr(parent, p)
-            setattr(parent, path[-1], Identity())
+                parent = parent[p] if isinstance(p, int) else getattr(parent, cast(str, p))
+            setattr(parent, cast(str, path[-1]), Identity())  # an attribute (eca / se)
     return model
 
 
@@ -70,6 +71,7 @@ def _model_rows(quick: bool, reps: int) -> list[dict]:
     name = "eca_resnet18" if quick else "eca_resnet50"
     batch, size = (2, 32) if quick else (8, 224)
     eca = models.create_model(name, rngs=nnx.Rngs(0))
+    plain: nnx.Module
     if "attention" in inspect.signature(models.create_model).parameters:
         plain = models.create_model(name, rngs=nnx.Rngs(0), attention=None)
         note = "plain twin = create_model(name, attention=None)"
@@ -85,7 +87,8 @@ def _model_rows(quick: bool, reps: int) -> list[dict]:
         gdef, state = nnx.split(model)
         infer = jax.jit(lambda s, x: nnx.merge(gdef, s)(x))
         model.train()
-        tdef, params, rest = nnx.split(model, nnx.Param, ...)
+        # nnx.split's stub returns a variadic tuple of states (two filters give two)
+        tdef, params, rest = nnx.split(model, nnx.Param, ...)  # type: ignore[misc]
 
         @jax.jit
         def step(params, rest, x, y):

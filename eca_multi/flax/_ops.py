@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +58,8 @@ def _gate(z: jax.Array, kind: str) -> jax.Array:
 def _pad_channels(y: jax.Array, config: ECAConfig | AttentionConfig) -> jax.Array:
     """(N, C) -> (N, C + 2p): zero padding, or circular (a gather: channel (i - p) mod C)."""
     if config.padding == "circular":  # defined for k > C too
-        return jnp.take(y, jnp.asarray(padded_channel_index(y.shape[1], config.kernel_size)), 1)
+        k = cast(int, config.kernel_size)  # set for eca and eca_ns, the kinds with a padding
+        return jnp.take(y, jnp.asarray(padded_channel_index(y.shape[1], k)), 1)
     return jnp.pad(y, ((0, 0), (config.pad, config.pad)))
 
 
@@ -230,7 +232,7 @@ def _mix_se(config: AttentionConfig, y: jax.Array, p: Mapping[str, jax.Array]) -
 def _mix_se_gc(config: AttentionConfig, y: jax.Array, p: Mapping[str, jax.Array]) -> jax.Array:
     # block-diagonal: W[g*Cg + o, i] multiplies y[g*Cg + i]
     n, c = y.shape
-    g = config.groups
+    g = cast(int, config.groups)  # attention_config sets it for se_gc
     wg = p["fc.kernel"].reshape(g, c // g, c // g)  # (G, out, in)
     z = jnp.einsum("ngi,goi->ngo", y.reshape(n, g, c // g), wg, precision=_HIGHEST)
     return z.reshape(n, c)
@@ -240,7 +242,7 @@ def _mix_eca_ns(config: AttentionConfig, y: jax.Array, p: Mapping[str, jax.Array
     # z[c] = sum_j W[c, j] ypad[c + j], a band of k non-shared taps per channel: the (N, C, k)
     # windows of the padded vector contracted with W in one dot (one rounding order, so eager and
     # jit agree bit for bit; a sum of k products would be fused into FMAs by jit)
-    c, k = y.shape[1], config.kernel_size
+    c, k = y.shape[1], cast(int, config.kernel_size)  # set for eca_ns
     windows = _windows(_pad_channels(y, config), c, k)
     return jnp.einsum("nck,ck->nc", windows, p["kernel"], precision=_HIGHEST)
 

@@ -93,8 +93,9 @@ def run_export_matrix(models: Sequence[str], workdir: str | os.PathLike) -> list
     for name in models:
         if name == "layer":
             case = layer_case("channels_last")
-            module = ECA(channels=64, rngs=nnx.Rngs(0))
-            load_canonical(module, {"conv.weight": case["weight"]})
+            layer = ECA(channels=64, rngs=nnx.Rngs(0))
+            load_canonical(layer, {"conv.weight": case["weight"]})
+            module: nnx.Module = layer
             want, x, shape = layer_reference(case), case["x"], "b, h, w, 64"
             note = f"symbolic ({shape}), run {x.shape}"
         else:
@@ -200,7 +201,7 @@ def sharded_check(
     single = _train(
         create_model(arch, num_classes=num_classes, rngs=nnx.Rngs(seed)), batches, lr=lr
     )
-    sharded = create_model(arch, num_classes=num_classes, rngs=nnx.Rngs(seed))
+    sharded: nnx.Module = create_model(arch, num_classes=num_classes, rngs=nnx.Rngs(seed))
     sharded = _train(sharded, batches, shardings, lr=lr, batchnorm=batchnorm)
     want, got = flat_weights(single), flat_weights(sharded)
     res = compare_states(got, want, start)

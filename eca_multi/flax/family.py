@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -82,8 +82,10 @@ class _Attention(nnx.Module):
         rngs: nnx.Rngs | None,
         **kind_args: Any,
     ) -> None:
-        self.config = attention_config(
-            kind, channels, gate=gate, data_format=data_format, **kind_args
+        # every kind but "eca" (an ECAConfig, built by ECA itself) gives an AttentionConfig
+        self.config = cast(
+            AttentionConfig,
+            attention_config(kind, channels, gate=gate, data_format=data_format, **kind_args),
         )
         specs = native_params(self.config)
         if specs and rngs is None:
@@ -95,14 +97,15 @@ class _Attention(nnx.Module):
                 if not hasattr(self, sub):
                     setattr(self, sub, _Weights())
                 holder = getattr(self, sub)
-            value = uniform_init(bound)(rngs.params(), shape, param_dtype)
+            draw = cast(nnx.Rngs, rngs).params  # not None: checked above when there are specs
+            value = uniform_init(bound)(draw(), shape, param_dtype)
             setattr(holder, leaf, nnx.Param(value))
 
     def native_variables(self) -> dict[str, nnx.Variable]:
         """Native path (``fc1.kernel`` ...) -> the ``nnx.Param`` holding it."""
         out = {}
         for path in native_params(self.config):
-            holder = self
+            holder: Any = self
             for part in path.split("."):
                 holder = getattr(holder, part)
             out[path] = holder
@@ -287,7 +290,7 @@ class SEGC(_Attention):
         super().__init__("se_gc", channels, gate, data_format, param_dtype, rngs, groups=groups)
 
 
-CLASSES: dict[str, type[_Attention]] = {
+CLASSES: dict[str, type[ECANS | SE | SEVar1 | SEVar2 | SEVar3 | SEGC]] = {
     "eca_ns": ECANS,
     "se": SE,
     "se_var1": SEVar1,

@@ -9,8 +9,8 @@ The modules sit in a tree that mirrors the torch module paths (``stages.0.0.conv
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -127,7 +127,7 @@ class GraphNet(nnx.Module):
         self,
         arch: GraphArch,
         num_classes: int,
-        kernel_sizes: tuple[int, ...],
+        kernel_sizes: Iterable[int],
         make: _Factory,
         attention: str | None = "eca",
         attention_kwargs: Mapping[str, Any] | None = None,
@@ -157,7 +157,8 @@ class GraphNet(nnx.Module):
 
     def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """Logits of NHWC ``x``; ``rngs`` is accepted for one API (these models use none)."""
-        graph = archs.get_arch(self.arch_name).graph(self.num_classes, self.kernel_sizes)
+        arch = cast(GraphArch, archs.get_arch(self.arch_name))  # built from a GraphArch
+        graph = arch.graph(self.num_classes, self.kernel_sizes)
         values = {"input": x}
         for n in graph.nodes:
             a = values[n.inputs[0]]

@@ -5,7 +5,9 @@
   layouts only through :mod:`eca_multi.weights.layouts`.
 * Files: our own Flax export, msgpack of ``nnx.state`` as a pure dict
   (:func:`save_weights_file`, :func:`load_weights_file`, :func:`is_flax_export`), with a port's
-  str -> str metadata (timm's pretrained config) before the state (:func:`read_metadata`).
+  str -> str metadata (timm's pretrained config) before the state (:func:`read_metadata`); or
+  the same record as an Orbax checkpoint folder ``*.orbax`` (:mod:`eca_multi.flax.orbax`, the
+  Flax ecosystem's standard; format ``flax-orbax``, recognised by content).
 * Layers: :func:`export_canonical` / :func:`load_canonical` (from :mod:`eca_multi.flax.family`).
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import jax
 import jax.numpy as jnp
@@ -61,12 +63,27 @@ __all__ = [
 ]
 
 FRAMEWORK = "flax"
-SUFFIXES = (".msgpack",)
+SUFFIXES = (".msgpack", ".orbax")  # our msgpack export; an Orbax checkpoint folder
 _MAGIC = b"eca-multi-flax-nnx"  # first field of our msgpack export, for content detection
 
 
 # ---------------------------------------------------------------------------------------------
 # canonical weights: walk the model, name = module path joined by dots
+
+
+class _Built(Protocol):
+    """The build arguments every model of :func:`create_model` records (ECAResNet,
+    ECAMobileNetV2, GraphNet): what the canonical schema and an export header need."""
+
+    arch_name: str
+    num_classes: int
+    kernel_sizes: Any
+    attention: str | None
+    attention_kwargs: Any
+
+
+def _built(model: nnx.Module) -> _Built:
+    return cast(_Built, model)  # one of the models above (the only ones these functions take)
 
 
 def _slots(model: nnx.Module) -> dict[str, tuple[nnx.Variable, Layout]]:
@@ -83,7 +100,7 @@ def _slots(model: nnx.Module) -> dict[str, tuple[nnx.Variable, Layout]]:
                 out[f"{p}.bias"] = (m.bias, Layout.NONE)
         elif isinstance(m, nnx.Linear):
             out[f"{p}.weight"] = (m.kernel, Layout.LINEAR)
-            out[f"{p}.bias"] = (m.bias, Layout.NONE)
+            out[f"{p}.bias"] = (cast(nnx.Param, m.bias), Layout.NONE)  # the heads have a bias
         elif isinstance(m, nnx.BatchNorm):
             for torch_name, var in (
                 ("weight", m.scale),
@@ -91,15 +108,15 @@ def _slots(model: nnx.Module) -> dict[str, tuple[nnx.Variable, Layout]]:
                 ("running_mean", m.mean),
                 ("running_var", m.var),
             ):
-                out[f"{p}.{torch_name}"] = (var, Layout.NONE)
+                out[f"{p}.{torch_name}"] = (cast(nnx.Variable, var), Layout.NONE)  # all kept
             if isinstance(m, BatchNorm):
                 out[f"{p}.num_batches_tracked"] = (m.num_batches_tracked, Layout.NONE)
         elif isinstance(m, ECA):
             out[f"{p}.conv.weight"] = (m.kernel, Layout.CONV1D)
         elif isinstance(m, _Attention):  # family member: native paths -> canonical names
             specs = native_params(m.config)
-            for path, var in m.native_variables().items():
-                out[f"{p}.{specs[path][0]}"] = (var, specs[path][2])
+            for native, nvar in m.native_variables().items():
+                out[f"{p}.{specs[native][0]}"] = (nvar, specs[native][2])
     return out
 
 
@@ -109,16 +126,16 @@ def _is_abstract(var: nnx.Variable) -> bool:
 
 def _schema(model: nnx.Module) -> archs.Schema:
     schema = archs.schema(
-        model.arch_name,
-        model.num_classes,
-        model.kernel_sizes,
-        model.attention,
-        model.attention_kwargs,
+        _built(model).arch_name,
+        _built(model).num_classes,
+        _built(model).kernel_sizes,
+        _built(model).attention,
+        _built(model).attention_kwargs,
     )
     slots = _slots(model)
     if set(schema) != set(slots):  # a bug in this file, never the user's weights
         raise RuntimeError(
-            f"{model.arch_name}: module paths differ from the canonical schema: "
+            f"{_built(model).arch_name}: module paths differ from the canonical schema: "
             f"{sorted(set(schema) ^ set(slots))[:10]}"
         )
     return schema
@@ -130,8 +147,8 @@ def export_canonical_model(model: nnx.Module, name: str | None = None) -> dict[s
     BatchNorm ``num_batches_tracked`` is an int64 scalar so the file loads into torch / timm with
     ``strict=True``. ``name``, when given, must be the model's architecture.
     """
-    if name is not None and name != model.arch_name:
-        raise ValueError(f"the model is a {model.arch_name!r}, not a {name!r}")
+    if name is not None and name != _built(model).arch_name:
+        raise ValueError(f"the model is a {_built(model).arch_name!r}, not a {name!r}")
     slots, out = _slots(model), {}
     for name in _schema(model):
         var, layout = slots[name]
@@ -161,11 +178,13 @@ def load_canonical_model(
             size other than the model's shows as a shape mismatch of ``...conv.weight``).
         ValueError: ``name`` differs from the model's architecture.
     """
-    if name is not None and name != model.arch_name:
-        raise ValueError(f"weights for {name!r} cannot load into a {model.arch_name!r} model")
+    if name is not None and name != _built(model).arch_name:
+        raise ValueError(
+            f"weights for {name!r} cannot load into a {_built(model).arch_name!r} model"
+        )
     schema, slots = _schema(model), _slots(model)
     arrays = {k: np.asarray(v) for k, v in state.items()}
-    check_state(schema, arrays, strict=strict, where=f"flax {model.arch_name}")
+    check_state(schema, arrays, strict=strict, where=f"flax {_built(model).arch_name}")
     unfilled = [k for k, (v, _) in slots.items() if k not in arrays and _is_abstract(v)]
     if unfilled:
         raise ValueError(f"an abstract model needs every weight; missing: {', '.join(unfilled)}")
@@ -223,9 +242,12 @@ def save_weights_file(
     blob = serialization.msgpack_serialize(
         {
             "format": _MAGIC.decode(),
-            "arch": model.arch_name,
-            "num_classes": model.num_classes,
-            "model": {"attention": model.attention, "attention_kwargs": model.attention_kwargs},
+            "arch": _built(model).arch_name,
+            "num_classes": _built(model).num_classes,
+            "model": {
+                "attention": _built(model).attention,
+                "attention_kwargs": _built(model).attention_kwargs,
+            },
             **({"metadata": {str(k): str(v) for k, v in metadata.items()}} if metadata else {}),
             "state": pure,
         }
@@ -286,12 +308,23 @@ def load_weights_file(
         WeightMismatchError: every missing / unexpected / mis-shaped variable at once.
         ValueError: not our export, or recorded for another architecture.
     """
-    data = _read_export(path)
+    return _model_from_export(_read_export(path), path, name, num_classes, kernel_sizes)
+
+
+def _model_from_export(
+    data: Mapping[str, Any],
+    path: str | os.PathLike,
+    name: str,
+    num_classes: int | None,
+    kernel_sizes: Any,
+) -> ECAResNet | ECAMobileNetV2:
+    """The model of a decoded export (msgpack or Orbax: header fields and ``state``), checked."""
     if data.get("arch") != name:
         raise ValueError(f"{path} holds {data.get('arch')!r} weights, not {name!r}")
     nc = int(data["num_classes"]) if num_classes is None else num_classes
     flat = _flatten(data["state"])
-    recorded = data.get("model") if isinstance(data.get("model"), dict) else {}
+    recorded = data.get("model")
+    recorded = recorded if isinstance(recorded, Mapping) else {}
     attention = recorded.get("attention", "eca")
     attention_kwargs = recorded.get("attention_kwargs") or None
     if isinstance(kernel_sizes, str) and kernel_sizes == "checkpoint":
@@ -332,7 +365,7 @@ def load_weights_file(
 
 
 def detect_format(path: str | os.PathLike, container: str) -> str:
-    """Our msgpack export is its own format: "flax"."""
+    """Our msgpack export and our Orbax checkpoint are their own formats: "flax", "flax-orbax"."""
     return container
 
 
@@ -342,8 +375,14 @@ def read_file(
     """Our Flax export as (canonical state, info), through the model it loads into; info
     "metadata" holds what a port stored beside the weights (:func:`read_metadata`)."""
     with source_errors(path, f"a Flax {arch} export", "Flax export"):
-        model = load_weights_file(path, arch, num_classes, kernel_sizes="checkpoint")
-        meta = read_metadata(path)
+        if fmt == "flax-orbax":  # Orbax is imported only for its checkpoints
+            from . import orbax
+
+            model = orbax.load_orbax(path, arch, num_classes, kernel_sizes="checkpoint")
+            meta = orbax.read_orbax_metadata(path)
+        else:
+            model = load_weights_file(path, arch, num_classes, kernel_sizes="checkpoint")
+            meta = read_metadata(path)
     return export_canonical_model(model), {"format": fmt, "metadata": meta}
 
 
@@ -372,7 +411,12 @@ def load_file(
     num_classes: int | None = None,
     kernel_sizes: Any = "checkpoint",
 ) -> nnx.Module:
-    """Our Flax export as an NNX model (kernel sizes: the file's unless given)."""
+    """Our Flax export (msgpack or Orbax) as an NNX model (kernel sizes: the file's unless
+    given)."""
+    if fmt == "flax-orbax":
+        from .orbax import load_orbax
+
+        return load_orbax(path, arch, num_classes, kernel_sizes=kernel_sizes)
     return load_weights_file(path, arch, num_classes, kernel_sizes=kernel_sizes)
 
 
@@ -387,11 +431,18 @@ def write_file(
     info: Mapping,
     overwrite: bool = False,
 ) -> None:
-    """Build ``arch`` (no random init), load the state, write our export (atomic); timm's
-    pretrained config in ``info`` goes into its metadata (:func:`read_metadata`)."""
+    """Build ``arch`` (no random init), load the state, write our export (atomic): msgpack, or
+    an Orbax checkpoint folder when ``path`` ends with ``.orbax``; timm's pretrained config and
+    the tensor digest in ``info`` go into its metadata (:func:`read_metadata`,
+    :func:`eca_multi.flax.orbax.read_orbax_metadata`)."""
     model = abstract_model(arch, info["num_classes"], info["kernel_sizes"])
     load_canonical_model(model, state, name=arch, strict=True)
-    save_weights_file(model, path, overwrite=overwrite, metadata=file_metadata(info))
+    if os.fspath(path).endswith(".orbax"):
+        from .orbax import save_orbax
+
+        save_orbax(model, path, overwrite=overwrite, metadata=file_metadata(info))
+    else:
+        save_weights_file(model, path, overwrite=overwrite, metadata=file_metadata(info))
 
 
 def logits(model: nnx.Module, x_nchw: np.ndarray) -> np.ndarray:
@@ -402,7 +453,7 @@ def logits(model: nnx.Module, x_nchw: np.ndarray) -> np.ndarray:
 
 def versions() -> dict[str, Any]:
     """JAX, jaxlib and Flax versions; the device and how many there are."""
-    out = package_versions(("jax", "jaxlib", "flax"))
+    out: dict[str, Any] = package_versions(("jax", "jaxlib", "flax"))
     device = jax.devices()[0]
     out.update(device=f"{device.platform}:{device.device_kind}", devices=len(jax.devices()))
     return out

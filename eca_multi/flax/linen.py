@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -200,8 +200,12 @@ class _Attention(nn.Module):
     def config(self) -> AttentionConfig:
         names = [f.name for f in dataclasses.fields(self) if f.name not in _BASE_FIELDS]
         kw = {n: getattr(self, n) for n in names}
-        return attention_config(
-            self.KIND, self.channels, gate=self.gate, data_format=self.data_format, **kw
+        # KIND is never "eca" (ECA has its own module): an AttentionConfig
+        return cast(
+            AttentionConfig,
+            attention_config(
+                self.KIND, self.channels, gate=self.gate, data_format=self.data_format, **kw
+            ),
         )
 
     @nn.compact
@@ -298,7 +302,7 @@ class SEGC(_Attention):
 _CLASSES = {c.KIND: c for c in (ECANS, SE, SEVar1, SEVar2, SEVar3, SEGC)}
 
 
-def make_attention(kind: str, channels: int, **kwargs: Any) -> nn.Module:
+def make_attention(kind: str, channels: int, **kwargs: Any) -> ECA | _Attention:
     """Any family member as a Linen module ("eca" gives :class:`ECA`); kwargs as the NNX
     :func:`eca_multi.flax.family.make_attention` (validated by ``attention_config``)."""
     param_dtype = kwargs.pop("param_dtype", jnp.float32)

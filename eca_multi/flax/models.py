@@ -24,7 +24,7 @@ switches to batch statistics, ``model.eval()`` back.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,7 @@ from flax import nnx
 from jax import lax
 
 from .. import archs
+from ..graph import GraphArch
 from ..spec import ECAConfig
 from ._ops import scale
 from .family import from_config
@@ -179,7 +180,7 @@ class _Factory:
             rngs=self.rngs,
         )
 
-    def eca(self, channels: int, k: int) -> ECA:
+    def eca(self, channels: int | None, k: int) -> ECA:
         # k from the plan (published per-stage k or timm's rule), padding "zeros", sigmoid gate
         return ECA(channels, k, param_dtype=self.param_dtype, rngs=self.rngs)
 
@@ -267,6 +268,12 @@ def _pool_through(h: jax.Array, conv: nnx.Conv, bn: BatchNorm) -> jax.Array:
 class ECAResNet(nnx.Module):
     """An ECA-ResNet (official or timm) on NHWC input; logits of shape (N, num_classes)."""
 
+    if TYPE_CHECKING:  # set by setattr in __init__ (one Sequential per stage)
+        layer1: Sequential
+        layer2: Sequential
+        layer3: Sequential
+        layer4: Sequential
+
     def __init__(
         self,
         arch: archs.ResNetArch,
@@ -279,12 +286,14 @@ class ECAResNet(nnx.Module):
         self.arch_name, self.num_classes, self.kernel_sizes = arch.name, num_classes, kernel_sizes
         self.attention, self._attention_args = archs.resolve_attention(attention, attention_kwargs)
         stem, _ = archs.stem_plan(arch)
+        self.conv1: nnx.Conv | Sequential
         if arch.stem == "plain":
-            self.conv1 = make.conv(stem[0][1])
+            self.conv1 = make.conv(cast(archs.ConvPlan, stem[0][1]))  # ("conv", conv1) first
         else:  # deep stem Sequential: conv .0, bn .1, relu .2, conv .3, bn .4, relu .5, conv .6
-            layers, width = [], 0
+            layers: list[nnx.Module] = []
+            width = 0
             for kind, item in stem[:-1]:
-                if kind == "conv":
+                if isinstance(item, archs.ConvPlan):  # kind "conv"
                     layers.append(make.conv(item))
                     width = item.cout
                 else:
@@ -443,7 +452,7 @@ def _build(
     nc = arch.num_classes if num_classes is None else int(num_classes)
     att = (attention, attention_kwargs)
     ks = archs.default_kernel_sizes(name, kernel_sizes)
-    if arch.kind == "graph":  # timm's NFNet, ByobNet, pruned ResNets: the graph interpreter
+    if isinstance(arch, GraphArch):  # timm's NFNet, ByobNet, pruned ResNets: the graph
         from .graph import GraphNet  # (it imports this module)
 
         return GraphNet(arch, nc, ks, make, *att)

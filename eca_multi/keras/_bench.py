@@ -77,13 +77,13 @@ def _fns(layer: ECA, jit: bool):
 
     kernel = layer.kernel.value
 
-    def grad(fn, params):
+    def autograd(fn, params):
         def f(x, g):
             return torch.autograd.grad(fn(x), (x, *params), g)
 
         return f
 
-    return _floor, layer, grad(_floor, []), grad(layer, [kernel])
+    return _floor, layer, autograd(_floor, []), autograd(layer, [kernel])
 
 
 def _mode_rows(shape, dtype: str, jit: bool, reps: int) -> list[dict]:

@@ -37,7 +37,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import keras
 import numpy as np
@@ -274,7 +274,7 @@ class ECANS(_Attention):
         data_format: str | None = None,
         **kwargs: Any,
     ) -> None:
-        kw = dict(kernel_size=kernel_size, padding=padding)
+        kw: dict[str, Any] = dict(kernel_size=kernel_size, padding=padding)
         if (gamma, b, min_kernel_size) != (2, 1, 1):
             kw.update(gamma=gamma, b=b, min_kernel_size=min_kernel_size)
         super().__init__(channels, gate, data_format, kw, **kwargs)
@@ -303,8 +303,8 @@ def make_attention(kind: str, channels: int | None, **kwargs: Any) -> keras.laye
     layer_kw = {k: kwargs.pop(k) for k in ("name", "dtype", "trainable") if k in kwargs}
     # validate with the shared config first (an unknown kind; "attention 'se' takes no groups")
     check = {k: v for k, v in kwargs.items() if not (k == "data_format" and v is None)}
-    attention_config(kind, channels, **check)
-    return CLASSES[kind](channels, **kwargs, **layer_kw)
+    attention_config(kind, channels, **check)  # refuses channels=None for every kind but "eca"
+    return CLASSES[kind](cast(int, channels), **kwargs, **layer_kw)
 
 
 def from_config(config: AttentionConfig | ECAConfig, **kwargs: Any) -> keras.layers.Layer:

@@ -269,7 +269,9 @@ def check_weights_h5(path: Path, member: str | None = None) -> None:
     """
     import h5py
 
-    cap, bad, dtypes = max_file_bytes(), [], {}
+    cap = max_file_bytes()
+    bad: list[str] = []
+    dtypes: dict[str, str] = {}
 
     def visit(key: str, obj: Any) -> None:
         if not isinstance(obj, h5py.Dataset):

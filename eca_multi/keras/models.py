@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import keras
 import numpy as np
@@ -341,9 +341,9 @@ def _resnet_block(x, b, data_format: str):
             x = layers.ReLU(name=keras_name(f"{b.prefix}.act{i + 1}"))(x)
     pooled = None
     if config is not None and pools_through_last_conv(b):  # a bottleneck: pool conv3's input
-        conv, bn = (keras_name(n) for n in (convs[-1][0].name, convs[-1][1]))
+        conv_name, bn_name = (keras_name(n) for n in (convs[-1][0].name, convs[-1][1]))
         name = keras_name(f"{b.prefix}.pool_through")
-        pooled = PooledThrough(conv, bn, data_format, name=name)([h, x])
+        pooled = PooledThrough(conv_name, bn_name, data_format, name=name)([h, x])
     if b.downsample == "avg" and b.stride > 1:  # timm avg_down: AvgPool2d(ceil_mode=True, ...)
         shortcut = TorchPool2D(
             "avg_ceil",
@@ -369,7 +369,7 @@ def _resnet(inputs, arch: ResNetArch, num_classes: int, kernel_sizes, data_forma
         if kind == "conv":
             x = _conv(x, item, data_format)
         elif kind == "bn":
-            x = _bn(x, item, data_format)
+            x = _bn(x, cast(str, item), data_format)  # a BN's item is its name
         else:  # the deep stem's ReLUs are torch modules conv1.2 and conv1.5
             x = layers.ReLU(name=keras_name(f"conv1.{i}"))(x)
     x = layers.ReLU(name="relu")(x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import numpy as np
 import torch
@@ -47,7 +48,8 @@ class TorchModuleAdapter:
         dtype = DTYPES[case.dtype]
         module = self.make_module(case).eval()
         with torch.no_grad():
-            module.conv.weight.copy_(torch.from_numpy(np.asarray(weights["conv.weight"])))
+            conv = cast(nn.Conv1d, module.conv)  # an ECA peer's k-tap conv (conv.weight)
+            conv.weight.copy_(torch.from_numpy(np.asarray(weights["conv.weight"])))
         module = module.to(dtype)
 
         def forward(x: np.ndarray) -> np.ndarray:
@@ -58,7 +60,10 @@ class TorchModuleAdapter:
             xt = torch.from_numpy(x).to(dtype).requires_grad_(True)
             y = module(xt)
             dx, dw = torch.autograd.grad(
-                y, (xt, module.conv.weight), torch.from_numpy(g).to(dtype), materialize_grads=True
+                y,
+                (xt, cast(nn.Conv1d, module.conv).weight),
+                torch.from_numpy(g).to(dtype),
+                materialize_grads=True,
             )
             return _numpy(dx), {"conv.weight": _numpy(dw)}
 

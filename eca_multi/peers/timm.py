@@ -6,7 +6,9 @@ case's kernel size as is (given ``channels`` they force the paper's rule clamped
 
 from __future__ import annotations
 
-from timm.layers import CecaModule, EcaModule
+from typing import Any
+
+from timm.layers.eca import CecaModule, EcaModule
 
 from ..conformance.cases import Case
 from ..conformance.impl import Capabilities
@@ -14,7 +16,7 @@ from ._torch import TorchModuleAdapter
 
 __all__ = ["ceca", "eca"]
 
-_CAPS = dict(
+_CAPS: dict[str, Any] = dict(
     spatial_dims=(2,),
     data_formats=("channels_first",),
     gates=("sigmoid", "hard_sigmoid"),

@@ -9,6 +9,9 @@ the same ResNet-50 built without ECA.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -37,12 +40,13 @@ def _mode_rows(shape, dtype: str, mode: str, reps: int) -> list[dict]:
     if mode == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     if mode == "timm":
-        from timm.layers import EcaModule
+        from timm.layers.eca import EcaModule
 
-        layer = EcaModule(shape[1])
+        layer: nn.Module = EcaModule(shape[1])
     else:
         layer = ECA(channels=shape[1])
-    eca_fn, floor_fn = layer, _floor
+    eca_fn: Callable[[torch.Tensor], torch.Tensor] = layer
+    floor_fn: Callable[[torch.Tensor], torch.Tensor] = _floor
     if mode == "compile":
         torch.compiler.reset()  # fresh guards per shape: never hit the recompile limit
         eca_fn = torch.compile(lambda t: layer(t), fullgraph=True, dynamic=False)
@@ -52,7 +56,7 @@ def _mode_rows(shape, dtype: str, mode: str, reps: int) -> list[dict]:
         fwd = paired(lambda: floor_fn(x), lambda: eca_fn(x), reps=reps)
     xg = x.detach().requires_grad_(True)
     g = torch.randn_like(xg)
-    w = layer.conv.weight
+    w = cast(nn.Conv1d, layer.conv).weight  # timm's EcaModule and ECA: a (1, 1, k) Conv1d
     both = paired(_fwd_bwd(floor_fn, xg, (), g), _fwd_bwd(eca_fn, xg, (w,), g), reps=reps)
     return [{**base, "pass": "fwd", **fwd}, {**base, "pass": "fwd+bwd", **both}]
 

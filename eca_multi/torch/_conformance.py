@@ -9,11 +9,14 @@ of the channel-attention family (:data:`ATTENTIONS`) runs, built by
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 
 from ..conformance.generate import golden_params
 from ..family import ATTENTIONS, attention_schema
+from ._ops import Gated
 from .family import make_attention
 from .io import load_canonical, versions
 
@@ -56,7 +59,7 @@ def run_case(variant: str, case, golden: dict) -> dict:
     device, dtype = _device(), _DTYPES[case.dtype]
     layer = make_attention(case.attention, **case.attention_kwargs()).to(device)
     load_canonical(layer, golden_params(golden))
-    names = list(attention_schema(layer.config))
+    names = list(attention_schema(cast(Gated, layer).config))  # every attention is Gated
     params = [layer.get_parameter(n) for n in names]
     fn = _forward(layer, variant)
     x = torch.as_tensor(golden["x"]).to(device=device, dtype=dtype).requires_grad_(True)

@@ -12,12 +12,17 @@ that keeps the attention path in float32 whatever the input dtype:
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..spec import check_input
+
+if TYPE_CHECKING:
+    from ..family import AttentionConfig
+    from ..spec import ECAConfig
 
 __all__ = [
     "BATCH_NORMS",
@@ -101,6 +106,13 @@ class Gated:
     # (shape, dtype) that last passed the input check; deliberately not annotated: TorchScript
     # reads class annotations and would fail on this one before reaching the documented reason
     _checked = None
+
+    if TYPE_CHECKING:  # what the mixin needs (not real annotations: TorchScript would read them)
+        config: AttentionConfig | ECAConfig
+
+        def attention(
+            self, x: torch.Tensor, pooled: torch.Tensor | None = None
+        ) -> torch.Tensor: ...
 
     def _check(self, x: torch.Tensor) -> None:
         if torch.compiler.is_compiling():

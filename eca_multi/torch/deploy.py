@@ -88,6 +88,7 @@ def export_onnx(
         optimize=optimize,
         verbose=False,
     )
+    assert program is not None  # dynamo=True: an ONNXProgram (None only from the old exporter)
     program.model.metadata_props.update(metadata or {})
     program.save(str(path))
     return Path(path)
@@ -119,6 +120,7 @@ def run_export_matrix(models: Sequence[str], workdir: str | os.PathLike) -> list
     torch.backends.cuda.matmul.allow_tf32 = False
     work = Path(workdir)
     rows = []
+    module: nn.Module
     for name in models:
         if name == "layer":
             case = layer_case("channels_first")
@@ -255,7 +257,7 @@ def data_parallel_check(
     Returns {"engine", "world", "arch", "steps"} and :func:`eca_multi.deploy.compare_states` of
     every parameter and buffer after ``steps`` steps (distributed vs single process).
     """
-    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import spawn  # torch.multiprocessing.spawn, the function
 
     if batch % world:
         raise ValueError(f"batch {batch} must be divisible by world size {world}")
@@ -267,7 +269,7 @@ def data_parallel_check(
     with tempfile.TemporaryDirectory(prefix="eca-ddp-") as tmp:
         out = os.path.join(tmp, "rank0.pt")
         init = f"file://{os.path.join(tmp, 'rendezvous')}"
-        mp.spawn(_rank_main, args=(world, init, out, engine, cfg), nprocs=world, join=True)
+        spawn(_rank_main, args=(world, init, out, engine, cfg), nprocs=world, join=True)
         got = torch.load(out, weights_only=True)
     start = _new_model(arch, num_classes).state_dict()
     res = compare_states(got, want, start)

@@ -36,7 +36,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,11 @@ __all__ = [
 
 def _as(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return w if w.dtype == dtype else w.to(dtype)
+
+
+def _attention(kind: str, channels: int, **kwargs: Any) -> AttentionConfig:
+    # every kind but "eca" (an ECAConfig, built by ECA itself) gives an AttentionConfig
+    return cast(AttentionConfig, attention_config(kind, channels, **kwargs))
 
 
 class _ChannelAttention(Gated, nn.Module):
@@ -128,7 +133,7 @@ class SE(_ChannelAttention):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        cfg = attention_config(
+        cfg = _attention(
             "se",
             channels,
             gate=gate,
@@ -138,14 +143,15 @@ class SE(_ChannelAttention):
             rd_divisor=rd_divisor,
         )
         super().__init__(cfg)
-        c, rd, dd = cfg.channels, cfg.rd_channels, dict(device=device, dtype=dtype)
-        self.fc1 = nn.Conv2d(c, rd, 1, bias=True, **dd)
-        self.fc2 = nn.Conv2d(rd, c, 1, bias=True, **dd)
+        c, rd = cfg.channels, cast(int, cfg.rd_channels)  # set for "se"
+        self.fc1 = nn.Conv2d(c, rd, 1, bias=True, device=device, dtype=dtype)
+        self.fc2 = nn.Conv2d(rd, c, 1, bias=True, device=device, dtype=dtype)
         self.reset_parameters()
 
     def mix(self, y: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
-        w1, b1 = _as(self.fc1.weight, acc).flatten(1), _as(self.fc1.bias, acc)
-        w2, b2 = _as(self.fc2.weight, acc).flatten(1), _as(self.fc2.bias, acc)
+        b1, b2 = cast(torch.Tensor, self.fc1.bias), cast(torch.Tensor, self.fc2.bias)  # bias=True
+        w1, b1 = _as(self.fc1.weight, acc).flatten(1), _as(b1, acc)
+        w2, b2 = _as(self.fc2.weight, acc).flatten(1), _as(b2, acc)
         return F.linear(F.relu(F.linear(y, w1, b1)), w2, b2)
 
 
@@ -169,7 +175,7 @@ class SEVar1(_ChannelAttention):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(attention_config("se_var1", channels, gate=gate, data_format=data_format))
+        super().__init__(_attention("se_var1", channels, gate=gate, data_format=data_format))
 
     def mix(self, y: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
         return y
@@ -195,7 +201,7 @@ class SEVar2(_ChannelAttention):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        cfg = attention_config("se_var2", channels, gate=gate, data_format=data_format)
+        cfg = _attention("se_var2", channels, gate=gate, data_format=data_format)
         super().__init__(cfg)
         self.weight = nn.Parameter(torch.empty(cfg.channels, device=device, dtype=dtype))
         self.reset_parameters()
@@ -224,7 +230,7 @@ class SEVar3(_ChannelAttention):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        cfg = attention_config("se_var3", channels, gate=gate, data_format=data_format)
+        cfg = _attention("se_var3", channels, gate=gate, data_format=data_format)
         super().__init__(cfg)
         self.fc = nn.Linear(cfg.channels, cfg.channels, bias=False, device=device, dtype=dtype)
         self.reset_parameters()
@@ -239,7 +245,14 @@ class GroupedLinear(nn.Module):
     Row ``g * C/G + o`` holds output ``g * C/G + o``'s weights over inputs ``g * C/G ...``.
     """
 
-    def __init__(self, channels: int, groups: int, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        groups: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.groups = groups
         shape = (channels, channels // groups)
@@ -278,9 +291,10 @@ class SEGC(_ChannelAttention):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        cfg = attention_config("se_gc", channels, groups=groups, gate=gate, data_format=data_format)
+        cfg = _attention("se_gc", channels, groups=groups, gate=gate, data_format=data_format)
         super().__init__(cfg)
-        self.fc = GroupedLinear(cfg.channels, cfg.groups, device=device, dtype=dtype)
+        groups = cast(int, cfg.groups)  # resolved for "se_gc"
+        self.fc = GroupedLinear(cfg.channels, groups, device=device, dtype=dtype)
         self.reset_parameters()
 
     def mix(self, y: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
@@ -319,7 +333,7 @@ class ECANS(_ChannelAttention):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        cfg = attention_config(
+        cfg = _attention(
             "eca_ns",
             channels,
             kernel_size=kernel_size,
@@ -331,7 +345,7 @@ class ECANS(_ChannelAttention):
             min_kernel_size=min_kernel_size,
         )
         super().__init__(cfg)
-        c, k = cfg.channels, cfg.kernel_size
+        c, k = cfg.channels, cast(int, cfg.kernel_size)  # resolved for "eca_ns"
         self.weight = nn.Parameter(torch.empty(c, k, device=device, dtype=dtype))
         if cfg.padding == "circular":  # index buffer, not a weight: not in the state_dict
             index = torch.as_tensor(padded_channel_index(c, k), device=device)

@@ -23,7 +23,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from ..weights.integrity import DIGEST_KEY, file_metadata
 from ..weights.io import atomic_write_bytes
 from ..weights.layouts import Layout
 from ..weights.sources import SourceError, finish_source, strip_prefix
+from ._ops import Gated
 from .models import create_model
 
 __all__ = [
@@ -86,7 +87,7 @@ def export_canonical(layer: nn.Module) -> dict[str, np.ndarray]:
     """
     return {
         name: _to_numpy(layer.get_parameter(name)).astype(np.float32).copy()
-        for name in attention_schema(layer.config)
+        for name in attention_schema(cast(Gated, layer).config)  # ECA and the family are Gated
     }
 
 
@@ -104,7 +105,7 @@ def load_canonical(layer: nn.Module, state: Mapping[str, Any], strict: bool = Tr
             problem is listed at once.
     """
     arrays = {name: _to_numpy(value) for name, value in state.items()}
-    schema = attention_schema(layer.config)
+    schema = attention_schema(cast(Gated, layer).config)  # ECA and the family are Gated
     check_state(schema, arrays, strict=strict, where=repr(layer))
     with torch.no_grad():
         for name in schema:
@@ -148,7 +149,7 @@ def load_canonical_model(
         attention = getattr(model, "attention", "eca")
         kwargs = getattr(model, "attention_kwargs", None) or None
         if attention == "eca":  # k of the built model, read from its shapes
-            ks = archs.kernel_sizes_from_state(name, own)
+            ks: archs.KernelSizes | None = archs.kernel_sizes_from_state(name, own)
         else:  # k (ECA-NS) as the model was built
             ks = getattr(model, "kernel_sizes_arg", None)
         schema = archs.schema(name, archs.num_classes_from_state(name, own), ks, attention, kwargs)
@@ -359,7 +360,7 @@ def logits(model: nn.Module, x_nchw: np.ndarray) -> np.ndarray:
 
 def versions() -> dict[str, Any]:
     """torch, timm and the export tools' versions; device and CPU threads."""
-    out = package_versions(("torch", "timm", "onnx", "onnxscript", "onnxruntime"))
+    out: dict[str, Any] = package_versions(("torch", "timm", "onnx", "onnxscript", "onnxruntime"))
     out.update(
         device="cuda" if torch.cuda.is_available() else "cpu", threads=torch.get_num_threads()
     )

@@ -24,7 +24,7 @@ Canonical model weights are the ``state_dict`` as NumPy arrays, ``num_batches_tr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -90,7 +90,7 @@ class ECABlock(nn.Module):
         ds = archs.downsample_convs(plan)
         if plan.downsample == "conv":
             ((conv, _),) = ds
-            self.downsample = nn.Sequential(_conv(conv), _bn(conv.cout))
+            self.downsample: nn.Sequential | None = nn.Sequential(_conv(conv), _bn(conv.cout))
         elif plan.downsample == "avg":
             ((conv, _),) = ds
             # timm avg_down: AvgPool2d(2, s, ceil_mode=True, count_include_pad=False), 1x1 conv, BN
@@ -184,6 +184,7 @@ class ECAResNet(nn.Module):
         conv1: list[nn.Module] = []  # plain: one 7x7 conv; timm deep stems: (conv, bn, relu) x 3
         for kind, item in stem:
             if kind == "conv":
+                item = cast(archs.ConvPlan, item)  # a conv's item is its plan, the rest BN names
                 conv1.append(_conv(item))
                 c = item.cout
             elif kind == "relu":
@@ -197,11 +198,17 @@ class ECAResNet(nn.Module):
         blocks = arch.blocks(kernel_sizes, attention, attention_kwargs)
         for stage in range(1, len(arch.layers) + 1):
             layer = [ECABlock(b) for b in blocks if b.prefix.startswith(f"layer{stage}.")]
-            setattr(self, f"layer{stage}", nn.Sequential(*layer))
+            setattr(self, f"layer{stage}", nn.Sequential(*layer))  # layer1 ... layer4
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # official: AvgPool2d(7) == global mean at 224
         nc = arch.num_classes if num_classes is None else num_classes
         self.fc = nn.Linear(blocks[-1].outplanes, nc)
         _init_weights(self)
+
+    if TYPE_CHECKING:  # set by setattr in __init__
+        layer1: nn.Sequential
+        layer2: nn.Sequential
+        layer3: nn.Sequential
+        layer4: nn.Sequential
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -258,7 +265,7 @@ class ECAMobileNetV2(nn.Module):
         attention_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        arch = archs.get_arch("eca_mobilenet_v2")
+        arch = cast(archs.MobileNetV2Arch, archs.get_arch("eca_mobilenet_v2"))
         self.arch_name = arch.name
         _remember(self, kernel_sizes, attention, attention_kwargs)
         stem = archs.ConvPlan("features.0.0", 3, arch.input_channel, 3, 2)
@@ -287,7 +294,8 @@ def _remember(model: nn.Module, kernel_sizes, attention, attention_kwargs) -> No
     archs.resolve_attention(attention, attention_kwargs)  # a clear error before any layer is built
     model.kernel_sizes_arg = kernel_sizes
     model.attention = attention
-    model.attention_kwargs = dict(attention_kwargs or {})
+    # Module.__setattr__ takes any value; its annotation says Tensor | Module
+    model.attention_kwargs = dict(attention_kwargs or {})  # type: ignore[assignment]
 
 
 def _init_weights(model: nn.Module) -> None:
@@ -401,25 +409,28 @@ def _timm_model(
 ) -> nn.Module:
     try:
         import timm
-        from timm.layers import EcaModule
+        from timm.layers.eca import EcaModule
     except ImportError as e:
         raise ImportError(
             f"{name} is a timm architecture: its torch model is timm's; pip install timm"
         ) from e
     archs.resolve_attention(attention, attention_kwargs)  # a clear error before timm builds
-    model = timm.create_model(
-        name, pretrained=False, **({} if num_classes is None else {"num_classes": num_classes})
-    )
+    kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+    model = timm.create_model(name, pretrained=False, **kwargs)
     _remember(model, kernel_sizes, attention, attention_kwargs)
     if attention != "eca" or attention_kwargs:  # our module in each block's ``se`` (or none)
         arch = archs.get_arch(name)
         arch.blocks(kernel_sizes, attention, attention_kwargs)  # graph archs: timm's ECA only
         for b in arch.blocks(kernel_sizes, attention, attention_kwargs):
+            b = cast(archs.BlockPlan, b)  # a timm ResNet's (graph archs raised above)
             cfg = b.attention_config()
-            model.get_submodule(b.prefix).se = None if cfg is None else from_config(cfg)
+            se = None if cfg is None else from_config(cfg)
+            # Module.__setattr__ takes None for a registered submodule; annotated Tensor | Module
+            model.get_submodule(b.prefix).se = se  # type: ignore[assignment]
     elif kernel_sizes is not None:  # timm's rule sets k; swap in an ECA of the requested k
         for b in archs.get_arch(name).blocks(tuple(kernel_sizes)):
-            if model.get_submodule(b.attention_prefix).conv.kernel_size[0] != b.k:
+            conv = cast(nn.Conv1d, model.get_submodule(b.attention_prefix).conv)  # timm's ECA
+            if conv.kernel_size[0] != b.k:
                 model.set_submodule(b.attention_prefix, EcaModule(channels=None, kernel_size=b.k))
     return model
 
@@ -522,13 +533,16 @@ def randomize_batchnorm_(
         for bn in bns.values():
             bn.momentum = 0.1  # torch's default again
             noise = torch.randn(bn.num_features, generator=g)
-            bn.running_mean.add_(0.05 * bn.running_var.sqrt() * noise)
-            bn.running_var.mul_(0.95 + 0.1 * torch.rand(bn.num_features, generator=g))
-            bn.num_batches_tracked.fill_(int(torch.randint(1, 10_000, (1,), generator=g)))
+            # tracked statistics (reset_running_stats above): the buffers are tensors
+            mean, var = cast(torch.Tensor, bn.running_mean), cast(torch.Tensor, bn.running_var)
+            mean.add_(0.05 * var.sqrt() * noise)
+            var.mul_(0.95 + 0.1 * torch.rand(bn.num_features, generator=g))
+            count = cast(torch.Tensor, bn.num_batches_tracked)
+            count.fill_(int(torch.randint(1, 10_000, (1,), generator=g)))
         if name in archs.ARCHS and archs.get_arch(name).kind == "graph":
             # logits of unit size on the calibration image (a random head on deep features can
             # give logits ~50, where float32 rounding alone reaches the 1e-4 port tolerance)
             image = torch.randn(2, 3, image_size, image_size, generator=g)
             fc = model.eval().get_submodule(archs.head_name(name))
-            fc.weight.mul_(1.0 / float(model(image).std()))
+            cast(torch.Tensor, fc.weight).mul_(1.0 / float(model(image).std()))
     return model.eval()

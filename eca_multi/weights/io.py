@@ -38,7 +38,7 @@ _NUMPY_SAFETENSORS = set("F64 F32 F16 I64 U64 I32 U32 I16 U16 I8 U8 BOOL C64".sp
 
 @contextlib.contextmanager
 def atomic_path(
-    path: str | os.PathLike, *, overwrite: bool = False, suffix: str = ".tmp"
+    path: str | os.PathLike[str], *, overwrite: bool = False, suffix: str = ".tmp"
 ) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success rename it onto ``path``, else delete it.
 
@@ -73,7 +73,9 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False
+) -> Path:
     """Write ``data`` to ``path`` atomically; refuse to replace an existing file unless asked."""
     with atomic_path(path, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as f:
@@ -93,7 +95,7 @@ def _metadata(extra: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def save_file(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     tensors: Mapping[str, np.ndarray],
     metadata: Mapping[str, str] | None = None,
     *,
@@ -113,7 +115,8 @@ def save_file(
         import io
 
         buf = io.BytesIO()
-        np.savez(buf, **arrays, **{_META_KEY: np.array(json.dumps(meta))})
+        # numpy's stub types **kwds as if a key could be allow_pickle (a bool)
+        np.savez(buf, **arrays, **{_META_KEY: np.array(json.dumps(meta))})  # type: ignore[arg-type]
         return atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
     from safetensors.numpy import save
 
@@ -199,7 +202,7 @@ def _npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return tensors, meta
 
 
-def load_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def load_file(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Load canonical tensors and metadata from a ``.safetensors`` or ``.npz`` file.
 
     float16 and float32 tensors load as stored; bfloat16 widens to float32 exactly; other

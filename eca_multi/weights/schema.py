@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,13 @@ __all__ = ["WeightDtypeError", "WeightMismatchError", "check_state", "eca_schema
 class WeightMismatchError(ValueError):
     """Canonical weights do not fit a model: lists every missing, unexpected and mis-shaped key."""
 
-    def __init__(self, missing, unexpected, mismatched, where: str = "model") -> None:
+    def __init__(
+        self,
+        missing: Iterable[str],
+        unexpected: Iterable[str],
+        mismatched: Mapping[str, tuple[Any, Any]],
+        where: str = "model",
+    ) -> None:
         self.missing = sorted(missing)
         self.unexpected = sorted(unexpected)
         self.mismatched = dict(sorted(mismatched.items()))

@@ -12,6 +12,8 @@ The formats a port reads (:data:`eca_multi.registry.FORMATS` says which backend 
 ``keras-weights``      our Keras ``.weights.h5`` (HDF5).
 ``keras-archive``      our Keras ``.keras`` (zip with ``config.json``).
 ``flax``               our Flax NNX export (msgpack, see :mod:`eca_multi.flax.io`).
+``flax-orbax``         our Orbax checkpoint folder (see :mod:`eca_multi.flax.orbax`), recognised
+                       by its JSON header item (:func:`is_orbax_export`).
 =====================  ==========================================================================
 
 :func:`sniff` names the *container* from the file's bytes without importing any framework
@@ -33,7 +35,7 @@ import json
 import os
 import struct
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +50,12 @@ from .schema import WeightDtypeError, WeightMismatchError, check_state
 __all__ = [
     "CONTAINERS",
     "FORMATS",
+    "ORBAX_HEADER_ITEM",
+    "ORBAX_MARKER",
     "SourceError",
     "describe",
     "finish_source",
+    "is_orbax_export",
     "read_container",
     "resolve_kernel_sizes",
     "short_error",
@@ -67,12 +72,20 @@ FORMATS = (
     "keras-weights",
     "keras-archive",
     "flax",
+    "flax-orbax",
 )
-CONTAINERS = ("torch", "safetensors", "npz", "keras-weights", "keras-archive", "flax")
+CONTAINERS = (
+    "torch", "safetensors", "npz", "keras-weights", "keras-archive", "flax", "flax-orbax"
+)  # fmt: skip
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,843; a classifier wider than this is a damaged file
 _ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # torch, np.savez(_compressed), Keras
 _FLAX_MAGIC = b"eca-multi-flax-nnx"  # the "format" value our Flax export stores first
+# our Orbax checkpoint folder: the JSON item ORBAX_HEADER_ITEM holds {"format": ORBAX_MARKER, ...}
+# (Orbax's JsonCheckpointHandler writes it as <folder>/<item>/metadata)
+ORBAX_MARKER = "eca-multi-flax-orbax"
+ORBAX_HEADER_ITEM = "eca_multi"
+_ORBAX_HEADER_MAX = 1 << 20  # bytes of the JSON header read to recognise a folder
 
 
 class SourceError(ValueError):
@@ -91,6 +104,7 @@ def _suffix_hint(path: Path) -> str:
         (".weights.h5", "keras-weights"),
         (".keras", "keras-archive"),
         (".msgpack", "flax"),
+        (".orbax", "flax-orbax"),
     ):
         if name.endswith(ends):
             return fmt
@@ -103,7 +117,7 @@ def _expected(path: Path) -> str:
     return "a weight file" if hint == "unknown" else f"a {hint} weight file"
 
 
-def sniff(path: str | os.PathLike) -> str:
+def sniff(path: str | os.PathLike[str]) -> str:
     """The container by its bytes (one of :data:`CONTAINERS`); no framework is imported.
 
     Raises:
@@ -113,6 +127,15 @@ def sniff(path: str | os.PathLike) -> str:
     if not path.exists():
         raise FileNotFoundError(f"no weight file at {path}")
     if path.is_dir():
+        if is_orbax_export(path):
+            if not (path / "_CHECKPOINT_METADATA").is_file():  # Orbax writes it on finalize
+                raise SourceError(f"{path}: an unfinished Orbax checkpoint (never finalized)")
+            return "flax-orbax"
+        if (path / "_CHECKPOINT_METADATA").is_file():
+            raise SourceError(
+                f"{path}: an Orbax checkpoint that eca-multi did not write (no "
+                f"{ORBAX_HEADER_ITEM!r} item with the {ORBAX_MARKER!r} header)"
+            )
         raise SourceError(f"{path} is a folder, not a weight file")
     if not path.is_file():  # a FIFO, a device such as /dev/zero, a socket: never read
         raise SourceError(f"{path} is not a regular file (a device, FIFO or socket)")
@@ -137,6 +160,19 @@ def sniff(path: str | os.PathLike) -> str:
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "torch"  # a pickle: torch's legacy (pre-zip) serialization
     raise SourceError(f"{path}: unrecognised weight file (supported: {', '.join(FORMATS)})")
+
+
+def is_orbax_export(path: str | os.PathLike[str]) -> bool:
+    """True if ``path`` is a folder holding our Orbax checkpoint's JSON header (by content,
+    without Orbax: ``<path>/eca_multi/metadata`` is JSON whose ``format`` is our marker)."""
+    header = Path(path) / ORBAX_HEADER_ITEM / "metadata"
+    try:
+        if not header.is_file() or header.stat().st_size > _ORBAX_HEADER_MAX:
+            return False
+        data = json.loads(header.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == ORBAX_MARKER
 
 
 def _sniff_zip(path: Path) -> str:
@@ -191,7 +227,7 @@ def strip_prefix(state: Mapping[str, Any], prefix: str = "module.") -> tuple[dic
 
 
 def read_container(
-    path: str | os.PathLike, kind: str
+    path: str | os.PathLike[str], kind: str
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """A safetensors or ``.npz`` file as (state, info), without any framework."""
     path = Path(path)
@@ -217,7 +253,7 @@ def short_error(e: BaseException, limit: int = 400) -> str:
 
 
 @contextlib.contextmanager
-def source_errors(path: str | os.PathLike, what: str, kind: str):
+def source_errors(path: str | os.PathLike[str], what: str, kind: str) -> Iterator[None]:
     """Turn a framework loader's errors into one :class:`SourceError` naming the file.
 
     Args:
@@ -289,7 +325,7 @@ def resolve_kernel_sizes(
     return found
 
 
-def _fill_batch_counters(arch_schema: Mapping, state: dict[str, Any]) -> int:
+def _fill_batch_counters(arch_schema: Mapping[str, Any], state: dict[str, Any]) -> int:
     """Checkpoints from torch < 0.4.1 lack ``num_batches_tracked``: add zeros (torch does too)."""
     n = 0
     for key in arch_schema:
@@ -311,7 +347,7 @@ def check_num_classes(num_classes: int | None) -> None:
 
 
 def finish_source(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     arch: str,
     state: dict[str, Any],
     info: dict[str, Any],
