@@ -156,3 +156,22 @@ def run_family_example(name: str, capsys) -> str:
         n = archs.attention_params("eca_resnet50", kind)
         assert f"attention={kind!r:10s} +{n:>11,} parameters" in out, f"{name}: {out[-2000:]}"
     return out
+
+
+def random_canonical_state(
+    arch: str, num_classes: int, seed: int = 0, scale: float = 0.05, counter: int = 0
+) -> dict[str, np.ndarray]:
+    """Seeded random canonical weights of ``arch``: N(0, scale) tensors, running variances in
+    U(0.5, 1.5), BatchNorm step counters ``counter`` (readers' and ports' tests)."""
+    from eca_multi import archs
+
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, (shape, _) in archs.schema(arch, num_classes).items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = np.array(counter, np.int64)
+        elif key.endswith("running_var"):
+            state[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        else:
+            state[key] = (scale * rng.standard_normal(shape)).astype(np.float32)
+    return state

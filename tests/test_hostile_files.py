@@ -1,5 +1,7 @@
 """Hostile and corrupt weight files (issue #14): each ends in one documented error naming the file,
 in well under a second, or reads correctly (bfloat16); the CLI prints one line, no traceback.
+The time bounds below (5 s) are loose on purpose: a bomb or an unbounded format takes minutes
+and gigabytes, a refusal milliseconds; a loaded CI machine must not make them flaky.
 
 Documented errors: FileNotFoundError, FileExistsError, NotADirectoryError, SourceError,
 WeightMismatchError, WeightDtypeError (all but the first three are ValueErrors).
@@ -21,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from common import random_canonical_state
 from conftest import require_backend
 
-from eca_multi import archs
 from eca_multi.port import nan_equal_max_abs, port, read_source
 from eca_multi.weights import WeightDtypeError, WeightMismatchError, load_file, save_file
 from eca_multi.weights.sources import SourceError
@@ -34,16 +36,7 @@ DOCUMENTED = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError
 
 
 def _state(num_classes: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    state = {}
-    for key, (shape, _) in archs.schema(ARCH, num_classes).items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = np.array(0, np.int64)
-        elif key.endswith("running_var"):
-            state[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
-        else:
-            state[key] = (0.05 * rng.standard_normal(shape)).astype(np.float32)
-    return state
+    return random_canonical_state(ARCH, num_classes, seed)
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -60,7 +53,7 @@ def _one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
         assert w in r.stderr, f"{w!r} not in the error: {r.stderr}"
 
 
-def _refused(path: Path, exc: type[BaseException], *words: str, seconds: float = 1.0) -> str:
+def _refused(path: Path, exc: type[BaseException], *words: str, seconds: float = 5.0) -> str:
     t0 = time.perf_counter()
     with pytest.raises(exc) as e:
         read_source(path, ARCH)
@@ -87,7 +80,7 @@ def test_row1_shared_reference_metadata_is_not_formatted(tmp_path):
     torch.save({"epoch": b, "arch": b, "best_prec1": b, "state_dict": sd}, path)
     t0 = time.perf_counter()
     _, info = read_source(path, ARCH)
-    assert time.perf_counter() - t0 < 2.0, "formatting the metadata took too long"
+    assert time.perf_counter() - t0 < 5.0, "formatting the metadata took too long"
     assert info["epoch"] == info["arch"] == "<list>", info
 
 
@@ -118,7 +111,7 @@ def test_row2_npz_bomb_refused_by_declared_size(tmp_path):
         t0 = time.perf_counter()
         with pytest.raises(ValueError, match="over the cap"):
             load_file(path)
-        assert time.perf_counter() - t0 < 1.0
+        assert time.perf_counter() - t0 < 5.0
     finally:
         del os.environ["ECA_MULTI_MAX_BYTES"]
 
@@ -547,7 +540,7 @@ def test_bad_output_suffix_refused_at_once(tmp_path, to, name):
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match="must end with"):
         port(_write_canonical(tmp_path), ARCH, to, tmp_path / name, progress=False)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 5.0
 
 
 # ---------------------------------------------------------------------------------------------

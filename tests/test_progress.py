@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+from common import random_canonical_state
 
 from eca_multi import archs, progress
 from eca_multi.weights import save_file
@@ -28,15 +28,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def canonical(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(0)
-    state = {}
-    for key, (shape, _) in archs.schema(ARCH, 10).items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = np.array(0, np.int64)
-        elif key.endswith("running_var"):
-            state[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
-        else:
-            state[key] = (0.05 * rng.standard_normal(shape)).astype(np.float32)
+    state = random_canonical_state(ARCH, 10)
     path = tmp_path_factory.mktemp("progress") / "src.safetensors"
     save_file(path, state, {})
     return path

@@ -41,7 +41,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from ..weights.io import max_file_bytes
+from ..weights.io import max_file_bytes, prepare_output
 from ..weights.sources import ORBAX_HEADER_ITEM, ORBAX_MARKER, SourceError, is_orbax_export
 from .models import ECAMobileNetV2, ECAResNet
 
@@ -90,14 +90,7 @@ def _ks_from_json(value: Any) -> Any:
 def _atomic_dir(path: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a hidden sibling folder name for Orbax to save into; on success move it onto
     ``path`` (replacing an old one only when ``overwrite``), else remove everything it left."""
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
-    for parent in (path.parent, *path.parent.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise NotADirectoryError(f"cannot write {path}: {parent} is a file, not a folder")
-            break
-    path.parent.mkdir(parents=True, exist_ok=True)
+    prepare_output(path, overwrite)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     old = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.old"
 

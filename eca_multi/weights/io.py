@@ -24,6 +24,7 @@ __all__ = [
     "atomic_write_bytes",
     "load_file",
     "max_file_bytes",
+    "prepare_output",
     "save_file",
 ]
 
@@ -36,14 +37,12 @@ DEFAULT_MAX_BYTES = 4 << 30
 _NUMPY_SAFETENSORS = set("F64 F32 F16 I64 U64 I32 U32 I16 U16 I8 U8 BOOL C64".split())
 
 
-@contextlib.contextmanager
-def atomic_path(
-    path: str | os.PathLike[str], *, overwrite: bool = False, suffix: str = ".tmp"
-) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success rename it onto ``path``, else delete it.
+def prepare_output(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Check an output path before anything is written, and create its folder.
 
-    For writers that want a file name (``model.save``, ``torch.save``). Refuses an existing
-    ``path`` unless ``overwrite``; a failed write leaves no temp file and the old file untouched.
+    Raises:
+        FileExistsError: ``path`` exists and not ``overwrite``.
+        NotADirectoryError: a parent of ``path`` is a file.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -54,6 +53,19 @@ def atomic_path(
                 raise NotADirectoryError(f"cannot write {path}: {parent} is a file, not a folder")
             break
     path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(
+    path: str | os.PathLike[str], *, overwrite: bool = False, suffix: str = ".tmp"
+) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success rename it onto ``path``, else delete it.
+
+    For writers that want a file name (``model.save``, ``torch.save``). Refuses an existing
+    ``path`` unless ``overwrite``; a failed write leaves no temp file and the old file untouched.
+    """
+    path = prepare_output(path, overwrite)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> the mode of any file the user writes

@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+from common import random_canonical_state
 from conftest import require_backend
 
 require_backend("flax")
@@ -43,15 +44,7 @@ def _batch() -> np.ndarray:
 def files(tmp_path_factory):
     """Seeded random canonical weights (BatchNorm statistics too) ported once to both targets."""
     d = tmp_path_factory.mktemp("orbax")
-    rng = np.random.default_rng(0)
-    state = {}
-    for key, (shape, _) in archs.schema(ARCH, CLASSES).items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = np.array(7, np.int64)
-        elif key.endswith("running_var"):
-            state[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
-        else:
-            state[key] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
+    state = random_canonical_state(ARCH, CLASSES, scale=0.1, counter=7)
     save_file(d / "src.safetensors", state, metadata_entries(CFG))
     port(d / "src.safetensors", ARCH, "flax", d / "m.msgpack", progress=False)
     report = port(d / "src.safetensors", ARCH, "flax", d / "m.orbax", progress=False)

@@ -60,20 +60,10 @@ OUT_NAME = {"canonical": "o.safetensors", "torch": "o.pth", "keras": "o.weights.
 
 
 def _state(seed: int = 0):
-    import numpy as np
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/common.py
+    from common import random_canonical_state
 
-    from eca_multi import archs
-
-    rng = np.random.default_rng(seed)
-    state = {}
-    for key, (shape, _) in archs.schema(ARCH, CLASSES).items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = np.array(0, np.int64)
-        elif key.endswith("running_var"):
-            state[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
-        else:
-            state[key] = (0.05 * rng.standard_normal(shape)).astype(np.float32)
-    return state
+    return random_canonical_state(ARCH, CLASSES, seed)
 
 
 def build_corpus(folder: Path, marker: Path) -> dict[str, bytes]:
