@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..progress import PROGRESS_ENV, Stage, read_ticks, stage
 from .backends import Backend
@@ -131,6 +131,25 @@ def run_json_worker(
         return json.loads(out.read_text()), ""
 
 
+T = TypeVar("T")
+
+
+def _map_followed(
+    fn: Callable[[T, Callable[[int], None]], dict[str, Any]],
+    items: Sequence[T],
+    total: int,
+    desc: str,
+    unit: str,
+    jobs: int,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """``fn(item, on_progress)`` for every item, ``jobs`` at once, one progress stage for all."""
+    with stage(total, desc, unit=unit, enabled=progress) as bar:
+        follow = _follower(bar)
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            return list(pool.map(lambda item: fn(item, follow), items))
+
+
 def _follower(bar: Stage) -> Callable[[int], None]:
     """A thread-safe ``on_progress`` that advances ``bar`` (workers report from threads)."""
     lock = threading.Lock()
@@ -157,11 +176,10 @@ def run_matrix(
     for b in backends:
         groups.setdefault(b.group, []).append(b)
     total = len(backends) * len(CASES if cases is None else cases)
-    with stage(total, "conformance", unit="backend x case", enabled=progress) as bar:
-        follow = _follower(bar)
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            run = lambda g: run_group(g, cases, goldens_dir, on_progress=follow)
-            outs = list(pool.map(run, groups.values()))
+    outs = _map_followed(
+        lambda g, follow: run_group(g, cases, goldens_dir, on_progress=follow),
+        list(groups.values()), total, "conformance", "backend x case", jobs, progress,
+    )  # fmt: skip
     results, env = [], {}
     for o in outs:
         results += o["results"]
@@ -201,10 +219,9 @@ def run_impls(
         return data
 
     total = len(dict.fromkeys(expanded)) * len(CASES if cases is None else cases)
-    with stage(total, "implementations", unit="impl x case", enabled=progress) as bar:
-        follow = _follower(bar)
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            outs = list(pool.map(lambda s: one(s, follow), dict.fromkeys(expanded)))
+    outs = _map_followed(
+        one, list(dict.fromkeys(expanded)), total, "implementations", "impl x case", jobs, progress
+    )
     results, impls = [], {}
     for spec, o in zip(dict.fromkeys(expanded), outs, strict=True):
         if o.get("needs_argument") and "all" in specs and spec not in specs:
