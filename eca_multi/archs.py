@@ -16,6 +16,7 @@ names are torch ``state_dict`` keys (the official code's, or timm's).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -33,6 +34,8 @@ KernelSizes = Sequence[int] | Mapping[int, int]
 
 __all__ = [
     "ARCHS",
+    "MAX_CLASSES",
+    "SIZE_MARGIN",
     "AttentionArgs",
     "attention_params",
     "block_attention",
@@ -48,6 +51,9 @@ __all__ = [
     "ResNetArch",
     "get_arch",
     "kernel_sizes_from_state",
+    "max_state_bytes",
+    "max_tensor_bytes",
+    "tensor_bytes_bounds",
     "mobilenet_v2_blocks",
     "pool_through_pays",
     "pools_through_last_conv",
@@ -665,6 +671,47 @@ def kernel_sizes_from_kernels(
         if len(ks) != 1:
             raise ValueError(f"{name}: stage {slot + 1} mixes ECA kernel sizes {sorted(ks)}")
     return arch.pack_kernel_sizes({slot: next(iter(ks)) for slot, ks in per_slot.items()})
+
+
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,843; a classifier wider than this is a damaged file
+# the bound on what a weight file of an architecture may declare: this many times the float64
+# bytes of the largest tensor (or of all tensors) that architecture can hold at MAX_CLASSES classes
+SIZE_MARGIN = 2
+
+
+def _sizes_at_max_classes(name: str) -> dict[str, int]:
+    """Element counts of every tensor of ``name`` with MAX_CLASSES classes (the classifier's
+    tensors are the ones that grow with the class count)."""
+    one, two = schema(name, 1), schema(name, 2)
+    sizes = {}
+    for key, (shape, _) in one.items():
+        n = math.prod(shape)
+        grow = math.prod(two[key][0]) - n  # elements per class (0 for every other tensor)
+        sizes[key] = n + grow * (MAX_CLASSES - 1)
+    return sizes
+
+
+def tensor_bytes_bounds(name: str) -> dict[str, int]:
+    """The most bytes each named tensor of a ``name`` file may declare: :data:`SIZE_MARGIN` times
+    its float64 size in the schema (the classifier's at :data:`MAX_CLASSES` classes). A reader
+    that knows a tensor's name (safetensors, ``.npz``) refuses a bigger one before reading it.
+    Each bound has 4 KiB more for a format's own header of a tensor (``.npy``'s)."""
+    return {k: SIZE_MARGIN * 8 * n + 4096 for k, n in _sizes_at_max_classes(name).items()}
+
+
+def max_tensor_bytes(name: str) -> int:
+    """The most bytes any one tensor of a ``name`` file may declare: :data:`SIZE_MARGIN` times the
+    float64 size of its largest tensor (the classifier at :data:`MAX_CLASSES` classes, or its
+    widest conv). For tensors whose name a reader does not know yet (h5 datasets)."""
+    return max(tensor_bytes_bounds(name).values())
+
+
+def max_state_bytes(name: str) -> int:
+    """The most bytes a whole ``name`` checkpoint may declare unpacked in one piece (a torch
+    storage, a ``.keras`` member, an Orbax checkpoint): :data:`SIZE_MARGIN` times the float64 size
+    of all its tensors at :data:`MAX_CLASSES` classes, plus 16 MiB for the container's own
+    records (a pickle, a config)."""
+    return sum(tensor_bytes_bounds(name).values()) + (16 << 20)
 
 
 def _shape_of(value: Any) -> tuple[int, ...]:

@@ -50,6 +50,7 @@ __all__ = [
 
 PREFIX = "hf-hub:"
 CONFIG_FILE = "config.json"
+CONFIG_MAX_BYTES = 1 << 20  # a timm config.json is about 1 KB; a larger one is refused unread
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference (timm's)
 
 
@@ -165,9 +166,16 @@ def resolve(name: str, arch: str | None = None) -> HubModel:
     config: dict[str, Any] = {}
     if config_file is not None:
         try:
-            config = json.loads(Path(config_file).read_text(encoding="utf-8"))
+            size = Path(config_file).stat().st_size
+            if size <= CONFIG_MAX_BYTES:  # checked before it is read or parsed
+                config = json.loads(Path(config_file).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise HubError(f"{name}: unreadable {CONFIG_FILE} ({e})") from e
+        if size > CONFIG_MAX_BYTES:
+            raise HubError(
+                f"{name}: {CONFIG_FILE} of {size:,} bytes, over {CONFIG_MAX_BYTES:,} (timm's are "
+                "about 1 KB): not a model config"
+            )
         if not isinstance(config, dict):
             raise HubError(f"{name}: {CONFIG_FILE} is not a JSON object")
     found = config.get("architecture")

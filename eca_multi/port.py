@@ -53,9 +53,10 @@ from . import progress as progress_
 from .preprocess import PretrainedConfig, cfg_from_metadata
 from .registry import BACKENDS, CANONICAL_CONTAINERS, READERS, BackendNotInstalled, framework_of
 from .weights.integrity import DIGEST_KEY, file_metadata, tensor_digest
-from .weights.io import save_file
+from .weights.io import save_file, size_bound
 from .weights.sources import (
     SourceError,
+    arch_size_bound,
     check_num_classes,
     finish_source,
     read_container,
@@ -286,12 +287,13 @@ def read_source(
     """
     archs.get_arch(arch)
     check_num_classes(num_classes)  # before a reader builds a model of that width
-    container = sniff(path)
-    if container in CANONICAL_CONTAINERS:
-        state, info = read_container(path, container)
-    else:
-        io = backend_io(READERS[container])
-        state, info = io.read_file(path, container, arch, num_classes)
+    with size_bound(arch_size_bound(arch)):  # what this architecture can hold, at most
+        container = sniff(path)
+        if container in CANONICAL_CONTAINERS:
+            state, info = read_container(path, container)
+        else:
+            io = backend_io(READERS[container])
+            state, info = io.read_file(path, container, arch, num_classes)
     digest = (info.get("metadata") or {}).get(DIGEST_KEY)  # every reader puts a file's
     if digest is not None:  # metadata in info: one eca-multi wrote carries its tensors' sha256
         if tensor_digest(state) != digest:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,20 @@ def _keras(arch: str, src: Path, out: Path, sizes: list[int]) -> dict:
         m, df = (model, fmt) if i == 0 else (twin, other)
         x = np.load(out.parent / f"x{size}.npy")
         xi = x if df == "channels_first" else x.transpose(0, 2, 3, 1)
-        y = keras.ops.convert_to_numpy(m(xi, training=False))
+        if backend == "tensorflow" and df == "channels_first":
+            # TensorFlow runs a grouped conv on CPU only through XLA, and Keras' eager conv
+            # retraces and compiles one XLA function per call: NFNet-L1 at 161 px takes minutes
+            # eagerly, seconds compiled whole (the eager path is the 224/256/320 px row)
+            import tensorflow as tf
+
+            y = tf.function(lambda v, m=m: m(v, training=False), jit_compile=True)(xi)
+        elif backend == "jax" and i:
+            # eager JAX compiles every op for every new shape (the pruned ResNets: ~50 s a
+            # forward); predict compiles the model once (the eager path is the first row)
+            y = m.predict(xi, verbose=0)
+        else:
+            y = m(xi, training=False)
+        y = keras.ops.convert_to_numpy(y)
         np.save(out / f"logits{size}.npy", np.asarray(y, np.float64))
         result["formats"][str(size)] = df
     port(out / f"model{suffix}", arch, "canonical", out / "canonical.safetensors", force=True)
@@ -82,9 +96,10 @@ def main() -> int:
     for arch, spec in job["archs"].items():
         out = root / arch / tag
         out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
         result = run(arch, root / arch / "model.safetensors", out, spec["sizes"])
         (out / "result.json").write_text(json.dumps(result))
-        print(f"{tag} {arch} done", flush=True)
+        print(f"{tag} {arch} done in {time.perf_counter() - t0:.1f} s", flush=True)
     return 0
 
 

@@ -5,8 +5,9 @@ For each architecture timm's model gets random, well-conditioned weights (calibr
 statistics, random ScaledStdConv gains and biases; the float64 twin agrees with float32), is saved
 as timm saves it (``model.safetensors``) and ported to Keras on each of its three backends and to
 Flax, each in its own process (tests/graph_port_worker.py). The ported files, loaded back, give
-timm's logits within 1e-4 max abs at timm's default input size and at an odd size (Keras runs
-the other data format there), and their weights come back to a file timm loads with
+timm's logits within 1e-4 max abs at timm's default input size (eager) and at an odd size (Keras
+runs the other data format there, compiled on TensorFlow and JAX: tests/graph_port_worker.py
+says why), and their weights come back to a file timm loads with
 ``strict=True``, bit for bit. Parameter counts equal timm's everywhere.
 """
 

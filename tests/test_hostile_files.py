@@ -88,9 +88,9 @@ def test_row1_shared_reference_metadata_is_not_formatted(tmp_path):
 # row 2: zip bombs, refused from the declared sizes before anything is inflated
 
 
-def _bomb_npz(path: Path, mb: int) -> None:
+def _bomb_npz(path: Path, mb: int, key: str = "conv1.weight") -> None:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        with z.open("conv1.weight.npy", "w", force_zip64=True) as f:
+        with z.open(f"{key}.npy", "w", force_zip64=True) as f:
             header = io.BytesIO()
             np.lib.format.write_array_header_1_0(
                 header, {"descr": "<f4", "fortran_order": False, "shape": (mb << 18,)}
@@ -103,7 +103,7 @@ def _bomb_npz(path: Path, mb: int) -> None:
 
 def test_row2_npz_bomb_refused_by_declared_size(tmp_path):
     path = tmp_path / "bomb.npz"
-    _bomb_npz(path, 64)  # 64 MB of zeros in ~64 KB
+    _bomb_npz(path, 64, "zeros")  # 64 MB of zeros in ~64 KB, under the bound of any tensor
     assert path.stat().st_size < 1 << 20
     os.environ["ECA_MULTI_MAX_BYTES"] = str(16 << 20)
     try:
@@ -114,6 +114,45 @@ def test_row2_npz_bomb_refused_by_declared_size(tmp_path):
         assert time.perf_counter() - t0 < 5.0
     finally:
         del os.environ["ECA_MULTI_MAX_BYTES"]
+
+
+def test_row2_bounds_of_the_named_architecture(tmp_path):
+    """Without any cap set, what eca_resnet18 cannot hold is refused: a 64 MB conv1.weight
+    (its bound: 2 x its float64 bytes), a safetensors range of 4 MB for the same tensor, and a
+    zip member declaring more than deflate can expand to."""
+    from eca_multi import archs
+    from eca_multi.weights.io import size_bound, tensor_limit
+    from eca_multi.weights.sources import arch_size_bound
+
+    bound = archs.tensor_bytes_bounds(ARCH)["conv1.weight"]
+    assert bound == 2 * 8 * 64 * 3 * 7 * 7 + 4096, bound
+    path = tmp_path / "bomb.npz"
+    _bomb_npz(path, 64)
+    _refused(path, SourceError, "conv1.weight", f"bound of {bound:,} bytes", ARCH)
+    big = _state()
+    big["conv1.weight"] = np.zeros((1 << 20,), np.float32)  # 4 MB stored, really there
+    save_file(tmp_path / "big.safetensors", big)
+    _refused(tmp_path / "big.safetensors", SourceError, "tensor conv1.weight declares 4,194,304")
+    save_file(tmp_path / "big.npz", big)
+    _refused(tmp_path / "big.npz", SourceError, "conv1.weight.npy", "bound")
+    # outside a port (no architecture named) only the global cap applies
+    assert load_file(tmp_path / "big.safetensors")[0]["conv1.weight"].size == 1 << 20
+    with size_bound(arch_size_bound(ARCH)):
+        limit, text = tensor_limit("fc.weight")
+    fc = archs.schema(ARCH, archs.MAX_CLASSES)["fc.weight"][0]
+    assert limit == 2 * 8 * fc[0] * fc[1] + 4096, (limit, fc)
+    assert "fc.weight" in text and ARCH in text, text
+    # a deflated member whose directory declares 10 GB unpacked from a few KB
+    path = tmp_path / "w.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        buf = io.BytesIO()
+        np.save(buf, _state()["fc.bias"])
+        z.writestr("fc.bias.npy", buf.getvalue())
+    data = bytearray(path.read_bytes())
+    i = data.find(b"PK\x01\x02")
+    struct.pack_into("<I", data, i + 24, 0xFFFF_FFF0)  # uncompressed size, central directory
+    path.write_bytes(bytes(data))
+    _refused(path, SourceError, "more than its compression can hold")
 
 
 def test_row2_torch_zip_bomb_refused_by_declared_size(tmp_path):

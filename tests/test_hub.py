@@ -241,6 +241,18 @@ def test_keras_weights_h5_and_ports_on_keep_the_cfg(offline_cache, tmp_path):
     assert all(np.array_equal(got[k], state[k]) for k in state)  # weights untouched on the way
 
 
+def test_oversized_config_json_is_refused_unread(offline_cache, tmp_path, monkeypatch):
+    """A config.json bigger than any model config (1 MiB) is refused before it is parsed."""
+    home = tmp_path / "hf"
+    config = b'{"architecture": "ecaresnet26t", "pad": "' + b"x" * (2 << 20) + b'"}'
+    _add_repo(home / "hub", "timm/huge-config", {"config.json": config})
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    with pytest.raises(hub.HubError, match=r"config.json of 2,097,1\d\d bytes, over 1,048,576"):
+        hub.resolve("hf-hub:timm/huge-config")
+
+
 def test_cli_errors_are_one_line_without_traceback(hub_home, tmp_path):
     home = hub_home[0]
     out = str(tmp_path / "o.safetensors")

@@ -41,7 +41,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from ..weights.io import max_file_bytes, prepare_output
+from ..weights.io import prepare_output, total_limit
 from ..weights.sources import ORBAX_HEADER_ITEM, ORBAX_MARKER, SourceError, is_orbax_export
 from .models import ECAMobileNetV2, ECAResNet
 
@@ -179,13 +179,10 @@ def _check_readable(path: Path) -> None:
         raise FileNotFoundError(f"no Orbax checkpoint at {path}")
     if not is_orbax_export(path):
         raise SourceError(f"{path}: not an eca-multi Orbax checkpoint (no {ORBAX_MARKER!r} header)")
-    cap = max_file_bytes()
+    cap, cap_text = total_limit()
     total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
     if total > cap:
-        raise SourceError(
-            f"{path}: Orbax checkpoint of {total:,} bytes, over the cap of {cap:,} bytes "
-            "(ECA_MULTI_MAX_BYTES raises it)"
-        )
+        raise SourceError(f"{path}: Orbax checkpoint of {total:,} bytes, over {cap_text}")
 
 
 def read_orbax_header(path: str | os.PathLike) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from ..archs import get_arch, head_name, kernel_sizes_from_kernels, schema
 from ..family import se_reduced_channels
 from ..registry import package_versions
 from ..weights.integrity import file_metadata
-from ..weights.io import atomic_path, max_file_bytes
+from ..weights.io import atomic_path, max_file_bytes, tensor_limit
 from ..weights.layouts import Layout, to_canonical, to_native
 from ..weights.schema import WeightDtypeError, check_state
 from ..weights.sources import SourceError, source_errors
@@ -259,9 +259,10 @@ MAX_WIDTH = 1 << 16  # the most units / filters a config may declare (ours: <= 4
 
 def check_weights_h5(path: Path, member: str | None = None) -> None:
     """Refuse a ``.weights.h5`` file before a model is built from what it declares: every
-    dataset must store the bytes its shape declares (within :func:`max_file_bytes`) and hold
-    floating-point values (BatchNorm's scalar step counter: an integer). ``member``: the
-    weights file inside a ``.keras`` archive at ``path``.
+    dataset must store the bytes its shape declares (within
+    :func:`eca_multi.weights.io.tensor_limit`) and hold floating-point values (BatchNorm's
+    scalar step counter: an integer). ``member``: the weights file inside a ``.keras`` archive
+    at ``path``.
 
     Raises:
         SourceError: a dataset over the cap or with less data than its shape declares.
@@ -269,7 +270,7 @@ def check_weights_h5(path: Path, member: str | None = None) -> None:
     """
     import h5py
 
-    cap = max_file_bytes()
+    cap, cap_text = tensor_limit()
     bad: list[str] = []
     dtypes: dict[str, str] = {}
 
@@ -282,7 +283,7 @@ def check_weights_h5(path: Path, member: str | None = None) -> None:
         if nbytes > limit or (nbytes and obj.compression is None and stored < nbytes):
             bad.append(
                 f"{key} declares {obj.shape} ({nbytes:,} bytes) but the file stores {stored:,} "
-                f"(file of {size:,} bytes, cap {cap:,})"
+                f"(file of {size:,} bytes; {cap_text})"
             )
         counter = obj.shape == () and np.issubdtype(obj.dtype, np.integer)
         if not counter and not np.issubdtype(obj.dtype, np.floating):

@@ -7,12 +7,14 @@ existing file is never replaced unless ``overwrite=True``. Nothing is unpickled 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import struct
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +22,16 @@ import numpy as np
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "FORMAT_VERSION",
+    "SizeBound",
     "atomic_path",
     "atomic_write_bytes",
     "load_file",
     "max_file_bytes",
     "prepare_output",
     "save_file",
+    "size_bound",
+    "tensor_limit",
+    "total_limit",
 ]
 
 FORMAT_VERSION = "1"
@@ -151,10 +157,80 @@ def max_file_bytes() -> int:
     return value
 
 
+@dataclass(frozen=True)
+class SizeBound:
+    """What a file of one architecture may declare (see :func:`size_bound`)."""
+
+    arch: str
+    tensor: int  # any one tensor whose name is not known (an h5 dataset)
+    total: int  # the whole state in one piece (a torch storage, a .keras member, an Orbax folder)
+    named: Mapping[str, int] = field(default_factory=dict)  # per canonical tensor name
+
+
+_BOUND: contextvars.ContextVar[SizeBound | None] = contextvars.ContextVar(
+    "eca_multi_size_bound", default=None
+)
+
+
+@contextlib.contextmanager
+def size_bound(bound: SizeBound) -> Iterator[SizeBound]:
+    """Readers inside this block refuse what ``bound.arch`` cannot hold, besides the global cap
+    (:func:`eca_multi.weights.sources.arch_size_bound` builds it from the architecture)."""
+    token = _BOUND.set(bound)
+    try:
+        yield bound
+    finally:
+        _BOUND.reset(token)
+
+
+def _limit(arch_bytes: int | None, kind: str) -> tuple[int, str]:
+    cap = max_file_bytes()
+    bound = _BOUND.get()
+    if arch_bytes is not None and bound is not None and arch_bytes < cap:
+        return arch_bytes, (
+            f"the bound of {arch_bytes:,} bytes for {kind} of {bound.arch} (twice its float64 "
+            "size, a classifier's at 100,000 classes)"
+        )
+    return cap, f"the cap of {cap:,} bytes (ECA_MULTI_MAX_BYTES raises it)"
+
+
+def tensor_limit(name: str | None = None) -> tuple[int, str]:
+    """(bytes, text for a message) that one tensor may declare once unpacked: the global cap
+    (:func:`max_file_bytes`), or less inside :func:`size_bound`: the named tensor's bound, or the
+    architecture's largest tensor's when ``name`` is None or unknown."""
+    bound = _BOUND.get()
+    if bound is None:
+        return _limit(None, "")
+    if name is not None and name in bound.named:
+        return _limit(bound.named[name], f"tensor {name}")
+    return _limit(bound.tensor, "a tensor")
+
+
+def total_limit() -> tuple[int, str]:
+    """(bytes, text) that a whole checkpoint, or one piece holding all of it, may declare."""
+    bound = _BOUND.get()
+    return _limit(None if bound is None else bound.total, "a whole checkpoint")
+
+
 def _bf16_to_f32(raw: bytes, shape: list[int]) -> np.ndarray:
     """bfloat16 bytes widened to float32 exactly (a bfloat16 is a float32's upper 16 bits)."""
     halves = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
     return halves.view(np.float32).reshape(shape)
+
+
+def _check_ranges(path: Path) -> None:
+    """Each tensor's byte range in a safetensors header (the library has checked them against
+    the file) against :func:`tensor_limit`."""
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+    for key, entry in header.items():
+        if key == "__metadata__" or not isinstance(entry, dict):
+            continue
+        begin, end = entry["data_offsets"]
+        limit, text = tensor_limit(key)
+        if end - begin > limit:
+            raise ValueError(f"tensor {key} declares {end - begin:,} bytes, over {text}")
 
 
 def _safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -166,6 +242,7 @@ def _safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         with safe_open(str(path), framework="np") as f:
             meta = dict(f.metadata() or {})
             names = list(f.keys())
+            _check_ranges(path)  # declared byte ranges, before any tensor is read
             dtypes = {k: f.get_slice(k).get_dtype() for k in names}
             odd = {k: d for k, d in dtypes.items() if d not in _NUMPY_SAFETENSORS}
             tensors = {k: f.get_tensor(k) for k in names if k not in odd}
@@ -190,14 +267,15 @@ def _safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
 
 def _npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    cap = max_file_bytes()
     try:
         with zipfile.ZipFile(path) as z:  # declared sizes, before anything is inflated
             for member in z.infolist():
-                if member.file_size > cap:
+                key = member.filename.removesuffix(".npy")
+                limit, text = total_limit() if key == _META_KEY else tensor_limit(key)
+                if member.file_size > limit:
                     raise ValueError(
                         f"member {member.filename} declares {member.file_size:,} bytes unpacked, "
-                        f"over the cap of {cap:,} (ECA_MULTI_MAX_BYTES raises it)"
+                        f"over {text}"
                     )
         with np.load(path, allow_pickle=False) as z:
             tensors = {k: z[k] for k in z.files if k != _META_KEY}

@@ -43,7 +43,7 @@ import numpy as np
 
 from .. import archs
 from ..registry import framework_of
-from .io import load_file, max_file_bytes
+from .io import SizeBound, load_file, tensor_limit, total_limit
 from .layouts import Layout
 from .schema import WeightDtypeError, WeightMismatchError, check_state
 
@@ -53,6 +53,7 @@ __all__ = [
     "ORBAX_HEADER_ITEM",
     "ORBAX_MARKER",
     "SourceError",
+    "arch_size_bound",
     "describe",
     "finish_source",
     "is_orbax_export",
@@ -78,7 +79,7 @@ CONTAINERS = (
     "torch", "safetensors", "npz", "keras-weights", "keras-archive", "flax", "flax-orbax"
 )  # fmt: skip
 _HDF5 = b"\x89HDF\r\n\x1a\n"
-MAX_CLASSES = 100_000  # ImageNet-21k has 21,843; a classifier wider than this is a damaged file
+MAX_CLASSES = archs.MAX_CLASSES
 _ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # torch, np.savez(_compressed), Keras
 _FLAX_MAGIC = b"eca-multi-flax-nnx"  # the "format" value our Flax export stores first
 # our Orbax checkpoint folder: the JSON item ORBAX_HEADER_ITEM holds {"format": ORBAX_MARKER, ...}
@@ -175,12 +176,47 @@ def is_orbax_export(path: str | os.PathLike[str]) -> bool:
     return isinstance(data, dict) and data.get("format") == ORBAX_MARKER
 
 
+# deflate expands at most 1032:1; a member that declares more than this was not made by zlib
+_DEFLATE_RATIO = 1032
+
+
+def _check_member(path: Path, i: zipfile.ZipInfo, keras: bool) -> None:
+    """A zip member's declared unpacked size against what its compressed bytes can hold and the
+    size limits (a ``.npy`` member is one tensor; a torch storage or a ``.keras`` member may hold
+    the whole state)."""
+    stored = i.compress_type == zipfile.ZIP_STORED
+    if (stored and i.file_size != i.compress_size) or (
+        not stored and i.file_size > _DEFLATE_RATIO * i.compress_size + 1024
+    ):
+        raise SourceError(
+            f"{path}: zip member {i.filename!r} declares {i.file_size:,} bytes unpacked from "
+            f"{i.compress_size:,} compressed, more than its compression can hold (a damaged "
+            "directory or a zip bomb)"
+        )
+    one = i.filename.endswith(".npy") and not keras
+    limit, text = tensor_limit(i.filename.removesuffix(".npy")) if one else total_limit()
+    if i.file_size > limit:
+        raise SourceError(
+            f"{path}: zip member {i.filename!r} declares {i.file_size:,} bytes unpacked, "
+            f"over {text}"
+        )
+
+
+def arch_size_bound(arch: str) -> SizeBound:
+    """What a weight file of ``arch`` may declare (:func:`eca_multi.weights.io.size_bound`): each
+    canonical tensor :data:`eca_multi.archs.SIZE_MARGIN` times its float64 size (the classifier at
+    :data:`eca_multi.archs.MAX_CLASSES` classes), any unnamed tensor as much as the largest, the
+    whole state the sum."""
+    named = archs.tensor_bytes_bounds(arch)
+    return SizeBound(arch, max(named.values()), archs.max_state_bytes(arch), named)
+
+
 def _sniff_zip(path: Path) -> str:
-    cap = max_file_bytes()
     try:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
             names = [i.filename for i in infos]
+            keras = "config.json" in names and any(n.endswith(".weights.h5") for n in names)
             for i in infos:  # the central directory, before anything is inflated
                 if i.flag_bits & 0x1:
                     raise SourceError(f"{path}: zip member {i.filename!r} is encrypted")
@@ -189,11 +225,7 @@ def _sniff_zip(path: Path) -> str:
                         f"{path}: zip member {i.filename!r} uses compression method "
                         f"{i.compress_type}, which no weight file uses"
                     )
-                if i.file_size > cap:
-                    raise SourceError(
-                        f"{path}: zip member {i.filename!r} declares {i.file_size:,} bytes "
-                        f"unpacked, over the cap of {cap:,} bytes (ECA_MULTI_MAX_BYTES raises it)"
-                    )
+                _check_member(path, i, keras)
             # torch's zip reader skips CRC checks: damaged tensor bytes would load silently
             bad = z.testzip() if any(n.endswith("data.pkl") for n in names) else None
     except SourceError:
@@ -208,7 +240,7 @@ def _sniff_zip(path: Path) -> str:
         raise SourceError(f"{path}: corrupt torch zip file: CRC check failed for member {bad}")
     if any(n.endswith("data.pkl") for n in names):
         return "torch"
-    if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
+    if keras:
         return "keras-archive"
     if names and all(n.endswith(".npy") for n in names):
         return "npz"
