@@ -676,3 +676,39 @@ def test_bf16_ecaresnet50d_ports_with_verify(tmp_path, to, name):
     line = next(ln for ln in r.stdout.splitlines() if "max abs logit difference" in ln)
     err = float(line.split("max abs logit difference ")[1].split()[0])
     assert err <= 1e-4, f"bf16 ecaresnet50d -> {to}: max abs logit difference {err:.2e} > 1e-4"
+
+
+# ---------------------------------------------------------------------------------------------
+# the original exception stays chained under the documented one
+
+
+def _truncated(src: Path, dst: Path, keep: float = 0.6) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "npz", "torch-zip", "torch-legacy", "flax"])
+def test_wrapped_reader_errors_keep_their_cause(tmp_path, fmt):
+    """Every reader wraps a library's error with ``raise ... from``: the documented error names
+    the file, ``__cause__`` holds the library's own exception for a debugger or a bug report."""
+    state = _state()
+    if fmt in ("safetensors", "npz"):
+        src = tmp_path / f"w.{fmt}"
+        save_file(src, state)
+    elif fmt.startswith("torch"):
+        require_backend("torch")
+        import torch
+
+        src = tmp_path / "w.pth"
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+        torch.save(tensors, src, _use_new_zipfile_serialization=fmt == "torch-zip")
+    else:
+        require_backend("flax")
+        src = tmp_path / "w.msgpack"
+        port(_write_canonical(tmp_path), ARCH, "flax", src, progress=False)
+    bad = _truncated(src, tmp_path / f"bad{src.suffix}")
+    with pytest.raises(SourceError) as e:
+        read_source(bad, ARCH)
+    assert str(bad) in str(e.value), f"{fmt}: the error does not name the file: {e.value}"
+    assert e.value.__cause__ is not None, f"{fmt}: no chained cause under: {e.value}"

@@ -260,7 +260,7 @@ def _read_export(path: str | os.PathLike) -> dict:
     try:
         data = serialization.msgpack_restore(blob)
     except Exception as e:  # truncated / corrupt bytes: msgpack and NumPy raise many kinds
-        raise ValueError(f"{path}: not a readable eca-multi Flax export ({e})") from None
+        raise ValueError(f"{path}: not a readable eca-multi Flax export ({e})") from e
     if not isinstance(data, dict) or data.get("format") != _MAGIC.decode():
         raise ValueError(f"{path}: not an eca-multi Flax export (no {_MAGIC.decode()!r} marker)")
     if not isinstance(data.get("state"), dict) or not isinstance(data.get("num_classes"), int):

@@ -206,7 +206,7 @@ def read_orbax_header(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as e:  # Orbax / JSON errors of many kinds
         raise SourceError(
             f"{path}: damaged eca-multi Orbax header ({type(e).__name__}: {e})"
-        ) from None
+        ) from e
     if header.get("format") != ORBAX_MARKER or not isinstance(header.get("num_classes"), int):
         raise SourceError(f"{path}: a corrupt eca-multi Orbax header (no format / num_classes)")
     if not isinstance(header.get("arch"), str):
@@ -254,7 +254,7 @@ def read_orbax(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]
         raise SourceError(
             f"{path}: truncated or corrupt eca-multi Orbax checkpoint "
             f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''})"
-        ) from None
+        ) from e
     if not isinstance(state, Mapping):
         raise SourceError(f"{path}: a corrupt eca-multi Orbax checkpoint (no state)")
     return header, dict(state)

@@ -45,7 +45,7 @@ class OnnxFile:
         try:
             self.model = onnx.load(str(self.path))
         except Exception as e:  # a file that is not ONNX protobuf
-            raise ValueError(f"onnx:{path}: not an ONNX model ({type(e).__name__}: {e})") from None
+            raise ValueError(f"onnx:{path}: not an ONNX model ({type(e).__name__}: {e})") from e
         graph = self.model.graph
         kernels = [t for t in graph.initializer if list(t.dims)[:2] == [1, 1] and len(t.dims) == 3]
         if len(kernels) != 1:

@@ -180,11 +180,11 @@ def _torch_load(path: Path) -> Any:
                 f"{path}: refused to load: the torch pickle holds objects other than tensors and "
                 "plain containers (possibly code); nothing in it was executed. Only weights_only "
                 f"checkpoints are supported. ({type(e).__name__}: {str(e).splitlines()[0]})"
-            ) from None
+            ) from e
         raise SourceError(
             f"{path}: truncated or corrupt torch file ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else 'no detail'})"
-        ) from None
+        ) from e
 
 
 def _classify(obj: Any, path: Path) -> str:

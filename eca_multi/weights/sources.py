@@ -267,7 +267,7 @@ def read_container(
         state, meta = load_file(path)  # safetensors / npz without any framework
     except ValueError as e:
         msg = str(e).removeprefix(f"{path} ")
-        raise SourceError(f"{path}: truncated or corrupt {kind} file ({msg})") from None
+        raise SourceError(f"{path}: truncated or corrupt {kind} file ({msg})") from e
     info: dict[str, Any] = {
         "format": kind,
         "metadata": dict(meta),
@@ -302,11 +302,11 @@ def source_errors(path: str | os.PathLike[str], what: str, kind: str) -> Iterato
     except (WeightMismatchError, WeightDtypeError, SourceError):
         raise  # they already name the file or every bad key
     except ValueError as e:
-        raise SourceError(f"{path}: cannot read as {what}: {short_error(e)}") from None
+        raise SourceError(f"{path}: cannot read as {what}: {short_error(e)}") from e
     except Exception as e:
         raise SourceError(
             f"{path}: truncated or corrupt {kind} ({type(e).__name__}: {short_error(e)})"
-        ) from None
+        ) from e
 
 
 # ---------------------------------------------------------------------------------------------
