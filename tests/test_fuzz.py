@@ -78,3 +78,26 @@ def test_atheris_quick_run_passes(tmp_path):
     seeds = sorted(p.name for p in (tmp_path / "corpus").glob("seed-*"))
     assert len(seeds) == 4, seeds
     print(log[-1500:])
+
+
+def test_atheris_memory_limit_ignores_the_parents_peak(tmp_path):
+    """Linux carries a process's peak RSS across exec: started by a parent holding 3 GB, libFuzzer
+    would report 3 GB before its first input and stop as out-of-memory (seen in CI under a large
+    pytest worker). The harness runs the fuzzer in a fresh child; its reported RSS stays small."""
+    pytest.importorskip("atheris", reason="atheris (requirements-ci.txt) is not installed")
+    parent = (
+        "import subprocess, sys\n"
+        "held = bytearray(3 << 30)\n"
+        "held[::4096] = b'\\x01' * len(held[::4096])\n"
+        "sys.exit(subprocess.run(sys.argv[1:]).returncode)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", parent, sys.executable,
+         str(ROOT / "tests" / "fuzz" / "atheris_readers.py"), "-runs=20", "-seed=1",
+         f"-artifact_prefix={tmp_path}/", str(tmp_path / "corpus")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, f"atheris under a 3 GB parent: exit {r.returncode}:\n{log[-3000:]}"
+    rss = [int(m) for m in re.findall(r"rss: (\d+)Mb", log)]
+    assert rss and max(rss) < 2048, f"reported RSS {rss[:5]}... MB under a 3 GB parent"

@@ -20,12 +20,39 @@ containers, float32 and bfloat16, with and without eca-multi's metadata and dige
 
 from __future__ import annotations
 
+import os
+import resource
 import struct
 import sys
 import tempfile
 from pathlib import Path
 
-import atheris
+
+def _run_with_a_fresh_peak_rss() -> None:
+    """Run the fuzzer in a forked child when this process inherited a large peak RSS.
+
+    libFuzzer's ``-rss_limit_mb`` reads the peak RSS (``getrusage``), and Linux carries that
+    peak across ``exec`` from the process that spawned us: started by a pytest worker holding
+    4 GB, the fuzzer reports 4 GB before its first input and stops as out-of-memory. A forked
+    child starts its own count, so it execs this script again with the same arguments and this
+    process passes on its exit status.
+    """
+    if sys.platform != "linux" or os.environ.get("ECA_ATHERIS_CHILD"):
+        return
+    if resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 512 * 1024:  # KiB on Linux
+        return
+    pid = os.fork()
+    if pid == 0:
+        os.environ["ECA_ATHERIS_CHILD"] = "1"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    sys.exit(128 - code if code < 0 else code)
+
+
+if __name__ == "__main__":
+    _run_with_a_fresh_peak_rss()
+
+import atheris  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
