@@ -7,6 +7,10 @@ STAMP := $(VENV)/.eca-multi-installed
 # keep framework caches inside the work tree, never in the home folder
 export KERAS_HOME := $(CURDIR)/.cache/keras
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
+# JAX's persistent compilation cache: Keras on JAX and Flax compile each initializer and layer
+# per shape, in every process; a cache hit loads the same executable (README, "Performance")
+export JAX_COMPILATION_CACHE_DIR := $(CURDIR)/.cache/jax
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS := 0
 export XDG_CACHE_HOME := $(CURDIR)/.cache/xdg
 export MPLCONFIGDIR := $(CURDIR)/.cache/mpl
 export TMPDIR := $(CURDIR)/.cache/tmp

@@ -1,7 +1,8 @@
 """Test setup shared by every backend: caches under a temp folder, tests/ importable, options.
 
-Environment (set before any framework import): KERAS_HOME, TORCHINDUCTOR_CACHE_DIR, TMPDIR and
-friends point into a folder of this run so nothing is written to the home folder.
+Environment (set before any framework import): KERAS_HOME, TORCHINDUCTOR_CACHE_DIR,
+JAX_COMPILATION_CACHE_DIR, TMPDIR and friends point into a folder of this run so nothing is
+written to the home folder.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ for _var, _sub in (
     ("KERAS_HOME", "keras"),
     ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
     ("TRITON_CACHE_DIR", "triton"),
+    # JAX's persistent compilation cache: the xdist workers and every subprocess (Keras on JAX,
+    # Flax, the graph-port workers) compile the same shapes; a hit loads the same executable
+    ("JAX_COMPILATION_CACHE_DIR", "jax"),
     ("XDG_CACHE_HOME", "cache"),
     ("MPLCONFIGDIR", "mpl"),
     ("TMPDIR", "tmp"),
@@ -31,6 +35,7 @@ for _var, _sub in (
     Path(os.environ[_var]).mkdir(parents=True, exist_ok=True)
 os.environ["ECA_MULTI_SCRATCH"] = str(_SCRATCH)
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # small ones add up
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow's CPU Conv2D takes NCHW (channels_first, eager) only through its oneDNN kernels,
 # which are on by default only on Intel AVX-512 CPUs; the same on every CPU (see README, Keras)
