@@ -26,13 +26,13 @@ def test_quick_run_passes(tmp_path):
         require_backend(backend)
     out = tmp_path / "fuzz.json"
     r = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "fuzz" / "fuzz_readers.py"), "--cases", "200",
+        [sys.executable, str(ROOT / "tests" / "fuzz" / "fuzz_readers.py"), "--cases", "300",
          "--seed", "0", "--json", str(out)],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
     )  # fmt: skip
     assert r.returncode == 0, f"fuzz quick run failed:\n{r.stdout[-4000:]}{r.stderr[-3000:]}"
     summary = json.loads(out.read_text())
-    assert summary["cases"] == 200 and not summary["failures"], summary
+    assert summary["cases"] == 300 and not summary["failures"], summary
     assert set(summary["per_format"]) == set(fuzz_readers.FORMATS), summary["per_format"]
     print(r.stdout)
 

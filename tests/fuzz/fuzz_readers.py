@@ -111,7 +111,11 @@ def build_corpus(folder: Path, marker: Path) -> dict[str, bytes]:
 
 def _zip_edit(data: bytearray, rng: random.Random) -> None:
     """Edit one field of a zip central-directory entry (method, flags, sizes, name length)."""
-    starts = [i for i in range(len(data) - 46) if data[i : i + 4] == b"PK\x01\x02"][:64]
+    starts: list[int] = []  # the first 64 entries (bytearray.find: a Python loop is ~1 s / MB)
+    i = data.find(b"PK\x01\x02")
+    while 0 <= i < len(data) - 46 and len(starts) < 64:
+        starts.append(i)
+        i = data.find(b"PK\x01\x02", i + 1)
     if not starts:
         return
     i = rng.choice(starts)
