@@ -23,6 +23,7 @@ _SCRATCH = Path(os.environ.get("ECA_MULTI_SCRATCH") or tempfile.mkdtemp(prefix="
 for _var, _sub in (
     ("KERAS_HOME", "keras"),
     ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
+    ("JAX_COMPILATION_CACHE_DIR", "jax"),  # shared by the backend workers (tests/conftest.py)
     ("XDG_CACHE_HOME", "cache"),
     ("MPLCONFIGDIR", "mpl"),
     ("TMPDIR", "tmp"),
@@ -30,6 +31,7 @@ for _var, _sub in (
     os.environ.setdefault(_var, str(_SCRATCH / _sub))
     Path(os.environ[_var]).mkdir(parents=True, exist_ok=True)  # fmt: skip
 os.environ["ECA_MULTI_SCRATCH"] = str(_SCRATCH)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TF CPU NCHW conv (see tests/conftest.py)
 tempfile.tempdir = os.environ["TMPDIR"]
 
