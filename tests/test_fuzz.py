@@ -5,6 +5,7 @@ tests/fuzz/atheris_readers.py (coverage-guided, the framework-free readers)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -24,16 +25,20 @@ pytestmark = pytest.mark.slow
 def test_quick_run_passes(tmp_path):
     for backend in ("torch", "keras", "flax"):
         require_backend(backend)
-    out = tmp_path / "fuzz.json"
+    out, scratch = tmp_path / "fuzz.json", tmp_path / "tmp"
+    scratch.mkdir()
     r = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "fuzz" / "fuzz_readers.py"), "--cases", "300",
          "--seed", "0", "--json", str(out)],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )  # fmt: skip
     assert r.returncode == 0, f"fuzz quick run failed:\n{r.stdout[-4000:]}{r.stderr[-3000:]}"
     summary = json.loads(out.read_text())
     assert summary["cases"] == 300 and not summary["failures"], summary
     assert set(summary["per_format"]) == set(fuzz_readers.FORMATS), summary["per_format"]
+    left = sorted(p.name for p in scratch.iterdir())
+    assert not left, f"a passing fuzz run left its work in TMPDIR: {left}"
     print(r.stdout)
 
 
@@ -63,11 +68,13 @@ def test_atheris_quick_run_passes(tmp_path):
     """libFuzzer over the framework-free readers: 2,000 inputs, none failing, and the coverage
     it reports shows that eca_multi was instrumented (an uninstrumented run sees a few edges)."""
     pytest.importorskip("atheris", reason="atheris (requirements-ci.txt) is not installed")
-    runs = 2000
+    runs, scratch = 2000, tmp_path / "tmp"
+    scratch.mkdir()
     r = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "fuzz" / "atheris_readers.py"), f"-runs={runs}",
          "-seed=1", f"-artifact_prefix={tmp_path}/", str(tmp_path / "corpus")],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )  # fmt: skip
     log = r.stdout + r.stderr
     assert r.returncode == 0, f"atheris quick run failed (exit {r.returncode}):\n{log[-5000:]}"
@@ -77,6 +84,8 @@ def test_atheris_quick_run_passes(tmp_path):
     assert cov and max(cov) >= 150, f"coverage {max(cov, default=0)} edges: not instrumented?"
     seeds = sorted(p.name for p in (tmp_path / "corpus").glob("seed-*"))
     assert len(seeds) == 4, seeds
+    left = sorted(p.name for p in scratch.iterdir())
+    assert not left, f"the atheris run left its work folder in TMPDIR: {left}"
     print(log[-1500:])
 
 

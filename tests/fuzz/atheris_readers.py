@@ -21,36 +21,38 @@ containers, float32 and bfloat16, with and without eca-multi's metadata and dige
 from __future__ import annotations
 
 import os
-import resource
+import shutil
 import struct
 import sys
 import tempfile
 from pathlib import Path
 
 
-def _run_with_a_fresh_peak_rss() -> None:
-    """Run the fuzzer in a forked child when this process inherited a large peak RSS.
+def _run_in_a_child() -> None:
+    """Run the fuzzer in a forked child and remove its work folder when the child ends.
 
-    libFuzzer's ``-rss_limit_mb`` reads the peak RSS (``getrusage``), and Linux carries that
-    peak across ``exec`` from the process that spawned us: started by a pytest worker holding
-    4 GB, the fuzzer reports 4 GB before its first input and stops as out-of-memory. A forked
-    child starts its own count, so it execs this script again with the same arguments and this
-    process passes on its exit status.
+    libFuzzer ends the process with C ``exit()``, so neither ``atexit`` nor a ``finally`` of
+    ours runs after ``atheris.Fuzz()``: the parent owns the folder. The child also starts its
+    own peak-RSS count. libFuzzer's ``-rss_limit_mb`` reads the peak RSS (``getrusage``), and
+    Linux carries that peak across ``exec`` from the process that spawned us: started by a
+    pytest worker holding 4 GB, the fuzzer reported 4 GB before its first input and stopped as
+    out-of-memory. The child execs this script again with the same arguments and this process
+    passes on its exit status.
     """
-    if sys.platform != "linux" or os.environ.get("ECA_ATHERIS_CHILD"):
+    if sys.platform != "linux" or os.environ.get("ECA_ATHERIS_WORK"):
         return
-    if resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 512 * 1024:  # KiB on Linux
-        return
+    work = tempfile.mkdtemp(prefix="atheris-readers-")
     pid = os.fork()
     if pid == 0:
-        os.environ["ECA_ATHERIS_CHILD"] = "1"
+        os.environ["ECA_ATHERIS_WORK"] = work
         os.execv(sys.executable, [sys.executable, *sys.argv])
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    shutil.rmtree(work, ignore_errors=True)
     sys.exit(128 - code if code < 0 else code)
 
 
 if __name__ == "__main__":
-    _run_with_a_fresh_peak_rss()
+    _run_in_a_child()
 
 import atheris  # noqa: E402
 
@@ -66,7 +68,7 @@ with atheris.instrument_imports(include=["eca_multi"]):
 from fuzz_readers import ARCH, _documented  # noqa: E402 (the same rule as the seeded fuzzer)
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax")
-_WORK = Path(tempfile.mkdtemp(prefix="atheris-readers-"))
+_WORK = Path(os.environ.get("ECA_ATHERIS_WORK") or tempfile.mkdtemp(prefix="atheris-readers-"))
 
 
 def _partial_state(num_classes: int = 10) -> dict:

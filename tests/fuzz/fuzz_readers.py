@@ -32,6 +32,7 @@ import io
 import json
 import os
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -244,8 +245,6 @@ def run_case(case: dict, corpus: dict[str, bytes], work: Path, marker: Path) -> 
         rec["cli"] = rc
         for p in out_dir.iterdir():
             if p.is_dir():
-                import shutil
-
                 shutil.rmtree(p)
             else:
                 p.unlink()
@@ -311,6 +310,20 @@ def drive(a: argparse.Namespace) -> dict:
     cases = [{"i": i, "format": rng.choices(formats, weights)[0], "seed": rng.getrandbits(48),
               "cli": a.cli_every > 0 and i % a.cli_every == 0} for i in range(a.cases)]  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="eca-fuzz-"))
+    try:
+        summary = _drive_in(a, cases, work)
+    except BaseException:
+        print(f"fuzz: the work folder is kept for inspection: {work}", file=sys.stderr)
+        raise
+    if summary["failures"] or a.keep_work:
+        print(f"fuzz: the work folder (cases, inputs, worker log) is kept: {work}")
+        summary["work"] = str(work)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def _drive_in(a: argparse.Namespace, cases: list[dict], work: Path) -> dict:
     cases_file, results, progress = work / "cases.json", work / "results.jsonl", work / "progress"
     cases_file.write_text(json.dumps(cases))
     killed: list[dict] = []
@@ -376,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--case-seconds", type=float, default=60)
     p.add_argument("--case-mb", type=float, default=2048)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep the work folder (kept anyway when a case fails)")  # fmt: skip
     p.add_argument("--worker", nargs=4, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
