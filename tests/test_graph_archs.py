@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,7 @@ def _run_workers(root: Path, oracle: dict) -> dict[str, str]:
     """Each target in its own process, two at a time (one Keras backend per process)."""
     job = {"dir": str(root), "archs": {n: {"sizes": o["sizes"]} for n, o in oracle.items()}}
     procs, logs = {}, {}
-    pending = list(TARGETS)
+    pending, started = list(TARGETS), time.monotonic()
     while pending or procs:
         while pending and len(procs) < 2:
             target = pending.pop(0)
@@ -108,8 +109,14 @@ def _run_workers(root: Path, oracle: dict) -> dict[str, str]:
                 text = (root / f"{target}.log").read_text()
                 logs[target] = "ok" if p.returncode == 0 else text[-3000:]
                 del procs[target]
-        if procs:
-            next(iter(procs.values()))[0].wait(timeout=1800)
+                done = [ln for ln in text.splitlines() if " done in " in ln]
+                print(f"{target}: {time.monotonic() - started:.0f} s since the start; {done}")
+        if procs:  # poll: whichever finishes first frees its slot for the next target
+            if time.monotonic() - started > 3600:
+                for p, _ in procs.values():
+                    p.kill()
+                raise RuntimeError(f"graph port workers still running after an hour: {list(procs)}")
+            time.sleep(0.5)
     return logs
 
 
