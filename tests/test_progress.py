@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -54,8 +55,18 @@ def test_stage_on_a_terminal_is_a_tqdm_bar():
         with progress.Stage(4, "verifying", "steps", True, file=tty) as bar:
             assert bar._bar is not None and type(bar._bar).__module__.startswith("tqdm"), bar._bar
             bar.update(4)
-    text = os.read(main, 65536).decode(errors="replace")
+    # A pty hands back one write per read: drain every write tqdm made (open, redraws, close).
+    chunks = []
+    while select.select([main], [], [], 1.0)[0]:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO once the slave side is closed and drained (Linux)
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
     os.close(main)
+    text = b"".join(chunks).decode(errors="replace")
     assert "verifying" in text and "4/4" in text and "\r" in text, repr(text)  # tqdm's redraws
 
 
