@@ -4,10 +4,11 @@ the pruned ECA-ResNet-Ds, against timm 1.0.31 (the oracle) in every framework.
 For each architecture timm's model gets random, well-conditioned weights (calibrated BatchNorm
 statistics, random ScaledStdConv gains and biases; the float64 twin agrees with float32), is saved
 as timm saves it (``model.safetensors``) and ported to Keras on each of its three backends and to
-Flax, each in its own process (tests/graph_port_worker.py). The ported files, loaded back, give
-timm's logits within 1e-4 max abs at timm's default input size (eager) and at an odd size (Keras
-runs the other data format there, compiled on TensorFlow and JAX: tests/graph_port_worker.py
-says why), and their weights come back to a file timm loads with
+Flax, each in its own process (tests/graph_port_worker.py): every architecture on Flax and on at
+least one Keras backend, every builder on all three (TARGET_ARCHS says why). The ported files,
+loaded back, give timm's logits within 1e-4 max abs at timm's default input size (eager) and at an
+odd size (Keras runs the other data format there, compiled on TensorFlow and JAX:
+tests/graph_port_worker.py says why), and their weights come back to a file timm loads with
 ``strict=True``, bit for bit. Parameter counts equal timm's everywhere.
 """
 
@@ -45,7 +46,22 @@ ARCHS = [
 ODD = 161  # an odd side: every stride-2 stage sees an odd size (161, 81, 41, 21, 11)
 TOL = 1e-4  # the issue's max abs logit difference
 TWIN_TOL = 5e-5  # timm float32 vs float64 on these weights (measured <= 2.1e-5): not chaotic
-TARGETS = ["keras-tensorflow", "keras-jax", "keras-torch", "flax"]
+# longest first: the port workers run two at a time
+TARGETS = ["keras-jax", "flax", "keras-torch", "keras-tensorflow"]
+# Every architecture runs on Flax and on at least one Keras backend, and every builder on every
+# Keras backend: NFNet-L1/L2 are NFNet-L0's builder at other widths and depths, and
+# ecaresnet101d_pruned is ecaresnet50d_pruned's with more blocks. The Keras model code is
+# backend-independent, so a deeper twin on a second and third Keras backend tests no new op (each
+# backend still runs every layer kind these models hold, at both input sizes); each twin goes
+# where it is cheapest (NFNets on JAX, the pruned ResNet-101 on torch). Running all seven on every
+# Keras backend doubled this file's CPU time (per-architecture times: the worker logs).
+PER_BUILDER = ["eca_nfnet_l0", "eca_resnet33ts", "eca_resnext26ts", "ecaresnet50d_pruned"]
+TARGET_ARCHS = {
+    "keras-jax": PER_BUILDER + ["eca_nfnet_l1", "eca_nfnet_l2"],
+    "keras-torch": PER_BUILDER + ["ecaresnet101d_pruned"],
+    "keras-tensorflow": PER_BUILDER,
+    "flax": ARCHS,
+}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -90,7 +106,6 @@ def oracle(tmp_path_factory):
 
 def _run_workers(root: Path, oracle: dict) -> dict[str, str]:
     """Each target in its own process, two at a time (one Keras backend per process)."""
-    job = {"dir": str(root), "archs": {n: {"sizes": o["sizes"]} for n, o in oracle.items()}}
     procs, logs = {}, {}
     pending, started = list(TARGETS), time.monotonic()
     while pending or procs:
@@ -98,6 +113,8 @@ def _run_workers(root: Path, oracle: dict) -> dict[str, str]:
             target = pending.pop(0)
             kind, _, backend = target.partition("-")
             path = root / f"job-{target}.json"
+            names = TARGET_ARCHS[target]
+            job = {"dir": str(root), "archs": {n: {"sizes": oracle[n]["sizes"]} for n in names}}
             path.write_text(json.dumps({**job, "target": kind}))
             env = {**os.environ, "KERAS_BACKEND": backend or "jax"}
             log = open(root / f"{target}.log", "w")  # noqa: SIM115 (closed below)
@@ -124,6 +141,17 @@ def _run_workers(root: Path, oracle: dict) -> dict[str, str]:
 def ported(oracle):
     root, out = oracle
     return _run_workers(root, out)
+
+
+def test_every_architecture_and_builder_is_ported_where_promised():
+    keras_targets = [t for t in TARGETS if t.startswith("keras-")]
+    assert TARGET_ARCHS["flax"] == ARCHS, "Flax must port every architecture"
+    nowhere = [n for n in ARCHS if not any(n in TARGET_ARCHS[t] for t in keras_targets)]
+    assert not nowhere, f"on no Keras backend: {nowhere}"
+    builders = {n: type(archs.get_arch(n)).__name__ for n in ARCHS}
+    for t in keras_targets:
+        missing = set(builders.values()) - {builders[n] for n in TARGET_ARCHS[t]}
+        assert not missing, f"{t}: no architecture of builder(s) {sorted(missing)}"
 
 
 def test_schema_is_timms_state_dict():
@@ -173,7 +201,8 @@ def test_ported_logits_match_timm(oracle, ported, target):
     root, out = oracle
     assert ported[target] == "ok", f"{target} worker failed:\n{ported[target]}"
     failures = []
-    for name, o in out.items():
+    for name in TARGET_ARCHS[target]:
+        o = out[name]
         d = root / name / target
         result = json.loads((d / "result.json").read_text())
         for size, (y32, y64) in o["logits"].items():
@@ -198,7 +227,8 @@ def test_round_trip_back_to_timm_is_bit_identical(oracle, ported, target, tmp_pa
 
     root, out = oracle
     assert ported[target] == "ok", f"{target} worker failed:\n{ported[target]}"
-    for name, o in out.items():
+    for name in TARGET_ARCHS[target]:
+        o = out[name]
         dst = tmp_path / name / "model.safetensors"
         dst.parent.mkdir()
         port(root / name / target / "canonical.safetensors", name, "torch", dst, progress=False)
