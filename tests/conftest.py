@@ -42,6 +42,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 tempfile.tempdir = os.environ["TMPDIR"]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Each xdist worker (and every process it starts) gets its share of the cores for the frameworks'
+# intra-op thread pools. Pools sized for the whole machine oversubscribe it under `pytest -n 2`
+# (two workers, several with two subprocesses of their own): spinning threads cost ~10% of CI's
+# CPU time on 2 cores. Numbers are unchanged within each test's tolerance; set before any import.
+_THREADS = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1))))
+for _var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+    os.environ.setdefault(_var, _THREADS)
+if _THREADS == "1" and "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+    ).strip()
 
 # torch must be imported before TensorFlow in a process that holds both (see FACTS); so must
 # torch._dynamo (it loads triton, which segfaults once TensorFlow is loaded; timm/torchvision and
