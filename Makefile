@@ -26,8 +26,9 @@ export NO_MKDOCS_2_WARNING := 1
 $(STAMP): pyproject.toml requirements-ci.txt
 	@mkdir -p $(TMPDIR)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch is pinned in the same pip command as the extras (requirements-ci.txt)
-	$(BIN)/pip install --disable-pip-version-check -q -r requirements-ci.txt -e ".[all,test]"
+	# torch is pinned in the same pip command as the extras (requirements-ci.txt); --no-compile:
+	# modules are byte-compiled on first import, not all of TensorFlow, torch and JAX up front
+	$(BIN)/pip install --disable-pip-version-check -q --no-compile -r requirements-ci.txt -e ".[all,test]"
 	@touch $(STAMP)
 
 env: $(STAMP)

@@ -73,7 +73,9 @@ def dist(tmp_path_factory) -> dict[str, Path]:
 def _venv(where: Path, *requirements: str) -> Path:
     _ok(_run([sys.executable, "-m", "venv", str(where)], where.parent), "python -m venv")
     py = where / "bin" / "python"
-    pip = [str(py), "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+    # --no-compile: the few modules a test imports compile on first import; byte-compiling all
+    # of torch at install time cost ~10 s of this test
+    pip = [str(py), "-m", "pip", "--disable-pip-version-check", "-q", "install", "--no-compile"]
     _ok(_run([*pip, *requirements], where.parent), f"pip install {' '.join(requirements)}")
     return py
 
