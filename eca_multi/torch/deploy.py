@@ -238,6 +238,9 @@ def _rank_main(rank: int, world: int, init: str, out: str, engine: str, cfg: dic
             raise ValueError(f"engine must be 'ddp' or 'fsdp', got {engine!r}")
         if rank == 0:
             torch.save({k: v.detach().clone() for k, v in state.items()}, out)
+        # every rank tears gloo down together: a rank that destroyed its group while rank 0 was
+        # still saving aborted in gloo ("terminate called without an active exception", SIGABRT)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
