@@ -20,6 +20,11 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export TF_ENABLE_ONEDNN_OPTS := 1
 # Material for MkDocs' banner about MkDocs 2 (make docs, tests/test_docs_site.py): noise in logs
 export NO_MKDOCS_2_WARNING := 1
+# Python writes each module's bytecode on its first import (into .venv, which pip fills with
+# --no-compile): an environment that sets PYTHONDONTWRITEBYTECODE would otherwise recompile all of
+# TensorFlow, torch and JAX from source in every process the tests start (import of all four:
+# 19 s with bytecode, 41-46 s without, on the 2-core CI machine)
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: conformance test lint docs env clean
 

@@ -113,6 +113,71 @@ def require_backend(module: str):
     return pytest.importorskip(module, reason=f"backend missing: {module} not installed")
 
 
+# --- two xdist workers, heaviest work first -------------------------------------------------------
+# `make test` runs `pytest -n 2 --dist loadfile`: each file is one unit of work, sent to a worker
+# when it runs low. xdist's default order (most tests first) sent the files with a few long tests
+# (whole-model ports, repository copies, per-backend reruns) last, where one worker ran them alone
+# while the other sat idle. Units now start heaviest first (HEAVY_FIRST: the measured CPU time of
+# each on a 2-core machine, largest first; anything not listed is light), and the tests in SPLIT,
+# which share no module fixture and each start processes of their own, are units of one test each.
+# A worker takes its next unit while it still has up to two tests pending, so the single-test units
+# alternate with files of many tests: no worker queues two of them while the other starves.
+HEAVY_FIRST = (
+    "tests/test_graph_archs.py",  # 7 timm models x 4 targets, two port workers at a time
+    "conformance/test_backends.py",  # 10 backend groups, one worker process after the other
+    "tests/keras/test_keras_other_backends.py::test_keras_suite_on_other_backend[jax]",
+    "tests/test_delete_backend.py::test_one_backend_deleted[torch]",
+    "tests/test_port_cross.py",
+    "tests/test_delete_backend.py::test_one_backend_deleted[keras]",
+    "tests/keras/test_keras_models.py",
+    "tests/test_delete_backend.py::test_one_backend_deleted[flax]",
+    "tests/deploy/test_deploy_export.py",
+    "tests/keras/test_keras_other_backends.py::test_keras_suite_on_other_backend[torch]",
+    "tests/test_hub.py",
+    "tests/flax/test_flax_models.py",
+    "tests/test_hostile_files.py",
+    "tests/test_fuzz.py",
+    "tests/flax/test_flax_family.py",
+)
+SPLIT = (
+    "tests/test_delete_backend.py::test_one_backend_deleted",
+    "tests/keras/test_keras_other_backends.py::test_keras_suite_on_other_backend",
+)
+
+
+def _heaviness(item) -> int:
+    """Rank of the first HEAVY_FIRST entry that is the item's file or its whole node id."""
+    path = item.nodeid.split("::", 1)[0]
+    for rank, entry in enumerate(HEAVY_FIRST):
+        if entry in (path, item.nodeid):
+            return rank
+    return len(HEAVY_FIRST)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=_heaviness)  # stable: the rest keeps pytest's order
+
+
+def pytest_configure(config):
+    if getattr(config.option, "dist", "no") == "loadfile":
+        config.option.loadscopereorder = False  # xdist keeps the order set above
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's loadfile scheduler (its public hook), with each SPLIT test a unit alone."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class HeavyFirst(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            alone = nodeid.split("[", 1)[0] in SPLIT
+            return nodeid if alone else super()._split_scope(nodeid)
+
+    return HeavyFirst(config, log)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_framework_memory():
     """After each test file: drop Keras' global graph state and JAX's compilation caches, then
