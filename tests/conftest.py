@@ -117,27 +117,29 @@ def require_backend(module: str):
 # `make test` runs `pytest -n 2 --dist loadfile`: each file is one unit of work, sent to a worker
 # when it runs low. xdist's default order (most tests first) sent the files with a few long tests
 # (whole-model ports, repository copies, per-backend reruns) last, where one worker ran them alone
-# while the other sat idle. Units now start heaviest first (HEAVY_FIRST: the measured CPU time of
-# each on a 2-core machine, largest first; anything not listed is light), and the tests in SPLIT,
-# which share no module fixture and each start processes of their own, are units of one test each.
-# A worker takes its next unit while it still has up to two tests pending, so the single-test units
-# alternate with files of many tests: no worker queues two of them while the other starves.
+# while the other sat idle. Units now start heaviest first (HEAVY_FIRST: wall seconds of each unit
+# in a fresh-clone `.ci/run` on the 2-core CI machine, largest first; anything not listed is
+# light), and the tests in SPLIT, which share no module fixture and each start processes of their
+# own, are units of one test each. A worker takes its next unit while it still has up to two tests
+# pending, so the single-test units alternate with files of many tests: no worker queues two of
+# them while the other starves.
 HEAVY_FIRST = (
-    "tests/test_graph_archs.py",  # 7 timm models x 4 targets, two port workers at a time
-    "conformance/test_backends.py",  # 10 backend groups, one worker process after the other
-    "tests/keras/test_keras_other_backends.py::test_keras_suite_on_other_backend[jax]",
-    "tests/test_delete_backend.py::test_one_backend_deleted[torch]",
-    "tests/test_port_cross.py",
+    "tests/test_graph_archs.py",  # 7 timm models x 4 targets, two port workers at a time: 910 s
+    "conformance/test_backends.py",  # 5 backend groups, one process after the other: 1030 s
+    "tests/keras/test_keras_other_backends.py::test_keras_suite_on_other_backend[jax]",  # 460 s
+    "tests/test_delete_backend.py::test_one_backend_deleted[torch]",  # each copy: 110-140 s
+    "tests/keras/test_keras_models.py",  # 390 s
     "tests/test_delete_backend.py::test_one_backend_deleted[keras]",
-    "tests/keras/test_keras_models.py",
+    "tests/deploy/test_deploy_export.py",  # 250 s
     "tests/test_delete_backend.py::test_one_backend_deleted[flax]",
-    "tests/deploy/test_deploy_export.py",
-    "tests/keras/test_keras_other_backends.py::test_keras_suite_on_other_backend[torch]",
-    "tests/test_hub.py",
-    "tests/flax/test_flax_models.py",
-    "tests/test_hostile_files.py",
-    "tests/test_fuzz.py",
-    "tests/flax/test_flax_family.py",
+    "tests/test_port_cross.py",  # 235 s
+    "tests/keras/test_keras_other_backends.py::test_keras_suite_on_other_backend[torch]",  # 200 s
+    "tests/flax/test_flax_models.py",  # 180 s
+    "tests/flax/test_flax_family.py",  # 145 s
+    "tests/test_hostile_files.py",  # 115 s
+    "tests/test_fuzz.py",  # 105 s
+    "tests/deploy/test_deploy_distributed.py",  # 100 s
+    "tests/test_hub.py",  # 80 s
 )
 SPLIT = (
     "tests/test_delete_backend.py::test_one_backend_deleted",
