@@ -166,6 +166,7 @@ def pytest_configure(config):
         config.option.loadscopereorder = False  # xdist keeps the order set above
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: pytest without it runs unchanged
 def pytest_xdist_make_scheduler(config, log):
     """pytest-xdist's loadfile scheduler (its public hook), with each SPLIT test a unit alone."""
     if config.getvalue("dist") != "loadfile":
