@@ -11,6 +11,9 @@ export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/inductor
 # per shape, in every process; a cache hit loads the same executable (README, "Performance")
 export JAX_COMPILATION_CACHE_DIR := $(CURDIR)/.cache/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS := 0
+# JAX adds GPU-only XLA caches in a subfolder of the cache's folder and hashes that path into
+# every entry's key: a cache kept between CI runs (.ci/run) then never hit in another clone
+export JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES := none
 export XDG_CACHE_HOME := $(CURDIR)/.cache/xdg
 export MPLCONFIGDIR := $(CURDIR)/.cache/mpl
 export TMPDIR := $(CURDIR)/.cache/tmp

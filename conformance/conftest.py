@@ -32,6 +32,7 @@ for _var, _sub in (
     Path(os.environ[_var]).mkdir(parents=True, exist_ok=True)  # fmt: skip
 os.environ["ECA_MULTI_SCRATCH"] = str(_SCRATCH)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES", "none")  # key: see Makefile
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # TF CPU NCHW conv (see tests/conftest.py)
 tempfile.tempdir = os.environ["TMPDIR"]
 

@@ -36,6 +36,8 @@ for _var, _sub in (
 os.environ["ECA_MULTI_SCRATCH"] = str(_SCRATCH)
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # small ones add up
+# keys independent of the cache folder (JAX hashes its GPU-only XLA caches' folder in): Makefile
+os.environ.setdefault("JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES", "none")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow's CPU Conv2D takes NCHW (channels_first, eager) only through its oneDNN kernels,
 # which are on by default only on Intel AVX-512 CPUs; the same on every CPU (see README, Keras)
