@@ -15,6 +15,8 @@ export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS := 0
 # every entry's key: a cache kept between CI runs (.ci/run) then never hit in another clone
 export JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES := none
 export XDG_CACHE_HOME := $(CURDIR)/.cache/xdg
+# mypy's incremental cache (tests/test_types.py): entries are checked against each file's hash
+export MYPY_CACHE_DIR := $(CURDIR)/.cache/mypy
 export MPLCONFIGDIR := $(CURDIR)/.cache/mpl
 export TMPDIR := $(CURDIR)/.cache/tmp
 export TF_CPP_MIN_LOG_LEVEL := 2
