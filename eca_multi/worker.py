@@ -92,6 +92,10 @@ ROLES: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     "bench": _bench,
     "deploy": _deploy,
 }
+# roles that run a second framework in the group's process (bench: the vs-timm rows run timm
+# beside Keras), so the backend's preload (torch before TensorFlow) must come first; conformance
+# and deploy use the group's framework alone and skip it (torch + torch._dynamo: ~7 s a process)
+CROSS_FRAMEWORK_ROLES = frozenset({"bench"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.group is None and a.role != "impl":
         p.error(f"{a.role} needs --group")
     group = resolve(a.group)[0] if a.group is not None else None
-    if group is not None:  # e.g. torch before Keras: a bench row may run timm after TensorFlow
+    if group is not None and a.role in CROSS_FRAMEWORK_ROLES:  # e.g. torch before Keras
         for name in BACKENDS[group.backend].preload:
             try:
                 importlib.import_module(name)
