@@ -1,7 +1,8 @@
 # The two commands (README): `make conformance` runs the backend x case matrix, `make test` runs
-# the tests. Both build .venv from requirements-ci.txt + pyproject.toml on first use.
+# the tests. Both build the environment (.venv, or ECA_MULTI_VENV: .ci/run's) from
+# requirements-ci.txt + pyproject.toml on first use.
 PYTHON ?= python3
-VENV := .venv
+VENV := $(or $(ECA_MULTI_VENV),.venv)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.eca-multi-installed
 # keep framework caches inside the work tree, never in the home folder
